@@ -171,7 +171,7 @@ func (v lvChain) LogValue() slog.Value {
 }
 func (lvPanic) LogValue() slog.Value { panic("LogValue boom") }
 
-func (e *nilDeref) Error() string             { return *e.msg }
+func (e *nilDeref) Error() string               { return *e.msg }
 func (badMarshal) MarshalJSON() ([]byte, error) { return []byte("{not json"), nil }
 func (panicJSON) MarshalJSON() ([]byte, error)  { panic("MarshalJSON boom") }
 func (both) MarshalJSON() ([]byte, error)       { return []byte(`{"via":"json"}`), nil }
