@@ -32,6 +32,7 @@ type encoder struct {
 	rep     func([]string, slog.Attr) slog.Attr
 	builtin bool     // slog passes nil groups to ReplaceAttr for time, level, source and msg
 	groups  []string // open groups for ReplaceAttr; never nil, as in slog
+	names   []string // scratch: a handler's WithGroup names
 
 	js *jsonState // lazily made; for values encoding/json must format
 }
@@ -51,7 +52,7 @@ type mark struct {
 const maxPooledBuffer = 64 << 10
 
 var encoderPool = sync.Pool{New: func() any {
-	return &encoder{buf: make([]byte, 0, 1024), groups: make([]string, 0, 8)}
+	return &encoder{buf: make([]byte, 0, 1024), groups: make([]string, 0, 8), names: make([]string, 0, 8)}
 }}
 
 func getEncoder() *encoder { return encoderPool.Get().(*encoder) }
@@ -62,6 +63,8 @@ func putEncoder(e *encoder) {
 	}
 	clear(e.groups)
 	e.groups = e.groups[:0]
+	clear(e.names)
+	e.names = e.names[:0]
 	e.rep = nil
 	if e.js != nil && e.js.buf.Cap() > maxPooledBuffer {
 		e.js = nil

@@ -20,23 +20,59 @@ var (
 
 // FileHandler is a slog.Handler writing JSON lines to a file, byte for byte as
 // slog.JSONHandler would. It is immutable: WithAttrs and WithGroup return a new
-// *FileHandler carrying the parent's pre-encoded attributes plus their own, and never
-// touch the receiver. All handlers derived from one OpenJSONFile share its file.
+// *FileHandler and never touch the receiver. All handlers derived from one OpenJSONFile
+// share its file.
 //
 // With Close and Reopen it implements promql.QueryLogger. It is safe for concurrent use.
 type FileHandler struct {
 	sink *sink
 
-	// prefix holds the attributes of WithAttrs calls, encoded once, without a leading comma.
-	// Its first nOpen groups are opened in it; the rest of groups are pending: opened in a
+	// The attributes of WithAttrs calls, encoded once: own holds this handler's (no leading
+	// comma), prev the handler whose attributes come before them. A derived handler holds
+	// only its own bytes and a pointer, so its memory does not depend on what it extends.
+	prev *FileHandler
+	own  string
+	// size is what the chain costs: its bytes plus linkCost per link (capped by MaxWithBytes).
+	size int32
+	// nOpen groups of groups are opened within the chain; the rest are pending: opened in a
 	// record only if the record has attributes.
-	prefix string
-	groups []string
 	nOpen  int32
-	// pending is what the pending groups will cost when opened, to cap WithGroup chains.
-	pending int32
-	owner   bool // returned by OpenJSONFile: its Close closes the file
-	full    bool // MaxWithBytes reached: later With attrs are dropped, records get the marker
+	groups *group
+
+	owner bool // returned by OpenJSONFile: its Close closes the file
+	full  bool // MaxWithBytes reached: later With calls are dropped, records get the marker
+}
+
+// linkCost charges each WithAttrs link for its FileHandler, so MaxWithBytes bounds memory
+// and not only bytes written, however small the attrs of each With.
+const linkCost = 64
+
+// groupCost charges each WithGroup for its list node.
+const groupCost = 32
+
+// group is an immutable list of WithGroup names, newest first; one allocation per WithGroup.
+type group struct {
+	parent *group
+	name   string
+	depth  int32
+}
+
+func (g *group) len() int {
+	if g == nil {
+		return 0
+	}
+	return int(g.depth)
+}
+
+// appendNames appends the group names, outermost first.
+func (g *group) appendNames(dst []string) []string {
+	n := g.len()
+	start := len(dst)
+	dst = slices.Grow(dst, n)[:start+n]
+	for x := g; x != nil; x = x.parent {
+		dst[start+int(x.depth)-1] = x.name
+	}
+	return dst
 }
 
 // OpenJSONFile opens (creating if needed, appending) path and returns the handler that
@@ -96,11 +132,11 @@ const lineTail = 1 + len(truncatedMarker) + 1 + 1
 
 func (h *FileHandler) encode(e *encoder, r slog.Record) {
 	c := h.sink.cfg
-	prefixTail := 0
-	if len(h.prefix) > 0 {
-		prefixTail = 1 + len(h.prefix) + int(h.nOpen)
+	chainTail := 0
+	if h.own != "" {
+		chainTail = 1 + int(h.size) + int(h.nOpen)
 	}
-	e.reset(c.maxLine, lineTail+prefixTail, c.replaceAttr)
+	e.reset(c.maxLine, lineTail+chainTail, c.replaceAttr)
 	e.buf = append(e.buf, '{')
 
 	// Built-in keys, in slog's order and with its ReplaceAttr calls (nil groups).
@@ -133,22 +169,19 @@ func (h *FileHandler) encode(e *encoder, r slog.Record) {
 	}
 	e.builtin = false
 
-	e.tail -= prefixTail
-	if len(h.prefix) > 0 {
+	e.tail -= chainTail
+	if h.own != "" {
 		if e.comma {
 			e.buf = append(e.buf, ',')
 		}
-		e.buf = append(e.buf, h.prefix...)
+		e.buf = h.appendChain(e.buf)
 		e.comma = true
 		e.closers = int(h.nOpen)
 	}
 	if r.NumAttrs() > 0 {
-		if e.rep != nil {
-			e.groups = append(e.groups, h.groups[:h.nOpen]...)
-		}
 		m := e.mark()
 		wrote := false
-		if e.openPending(h.groups[h.nOpen:]) {
+		if e.enterGroups(h) {
 			r.Attrs(func(a slog.Attr) bool {
 				if e.attr(a) {
 					wrote = true
@@ -168,8 +201,26 @@ func (h *FileHandler) encode(e *encoder, r slog.Record) {
 	e.buf = append(e.buf, '}', '\n')
 }
 
-func (e *encoder) openPending(groups []string) bool {
-	for _, g := range groups {
+// appendChain appends the pre-encoded attributes of h's chain, oldest first.
+func (h *FileHandler) appendChain(b []byte) []byte {
+	if h.prev != nil {
+		b = h.prev.appendChain(b)
+		b = append(b, ',')
+	}
+	return append(b, h.own...)
+}
+
+// enterGroups sets up h's groups before its attributes: the opened ones for ReplaceAttr,
+// the pending ones written. False if they do not fit.
+func (e *encoder) enterGroups(h *FileHandler) bool {
+	if h.groups == nil {
+		return true
+	}
+	e.names = h.groups.appendNames(e.names[:0])
+	if e.rep != nil {
+		e.groups = append(e.groups, e.names[:h.nOpen]...)
+	}
+	for _, g := range e.names[h.nOpen:] {
 		if !e.openGroup(g) {
 			return false
 		}
@@ -191,15 +242,14 @@ func (h *FileHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	}
 	c := h.sink.cfg
 	e := getEncoder()
-	e.reset(c.maxWith, 0, c.replaceAttr)
-	e.buf = append(e.buf, h.prefix...)
-	e.comma = len(h.prefix) > 0
-	e.closers = int(h.nOpen)
-	if e.rep != nil {
-		e.groups = append(e.groups, h.groups[:h.nOpen]...)
+	tail := linkCost + h.groups.len()*groupCost
+	if h.own != "" {
+		tail += int(h.size) + 1
 	}
+	e.reset(c.maxWith, tail, c.replaceAttr)
+	e.closers = int(h.nOpen)
 	wrote := false
-	if e.openPending(h.groups[h.nOpen:]) {
+	if e.enterGroups(h) {
 		for _, a := range attrs {
 			if e.attr(a) {
 				wrote = true
@@ -210,9 +260,12 @@ func (h *FileHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 		}
 	}
 	if wrote {
-		h2.prefix = string(e.buf)
-		h2.nOpen = int32(len(h.groups))
-		h2.pending = 0
+		if h.own != "" {
+			h2.prev = h
+		}
+		h2.own = string(e.buf)
+		h2.size = int32(tail + len(e.buf))
+		h2.nOpen = int32(h.groups.len())
 	}
 	if e.truncated {
 		h2.full = true
@@ -223,7 +276,7 @@ func (h *FileHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 }
 
 // WithGroup returns a new *FileHandler that nests later attributes under name; the
-// receiver is not modified. An empty name adds no group.
+// receiver is not modified. An empty name adds no group (the slog.Handler contract).
 func (h *FileHandler) WithGroup(name string) slog.Handler {
 	h2 := h.derive()
 	if name == "" {
@@ -233,15 +286,24 @@ func (h *FileHandler) WithGroup(name string) slog.Handler {
 		h.sink.metrics.truncation()
 		return h2
 	}
-	cost := len(appendJSONString(nil, name)) + len(",:{}")
-	if len(h.prefix)+int(h.nOpen)+int(h.pending)+cost > h.sink.cfg.maxWith {
+	// Groups count against the With cap too: pending ones by what they will write, all of
+	// them by the list node they hold.
+	pending := jsonStringLen(name) + len(",:{}")
+	for g := h.groups; g != nil && g.depth > h.nOpen; g = g.parent {
+		pending += jsonStringLen(g.name) + len(",:{}")
+	}
+	if int(h.size)+int(h.nOpen)+(h.groups.len()+1)*groupCost+pending > h.sink.cfg.maxWith {
 		h2.full = true
 		h.sink.metrics.truncation()
 		return h2
 	}
-	h2.groups = append(slices.Clip(h.groups), name)
-	h2.pending += int32(cost)
+	h2.groups = &group{parent: h.groups, name: name, depth: int32(h.groups.len() + 1)}
 	return h2
+}
+
+func jsonStringLen(s string) int {
+	var scratch [64]byte
+	return len(appendJSONString(scratch[:0], s))
 }
 
 // derive copies h without ownership: only the handler OpenJSONFile returned closes the file.

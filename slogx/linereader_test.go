@@ -33,3 +33,11 @@ func (r *lineReader) next(t testing.TB) string {
 	require.Equal(t, 1, bytes.Count(b, []byte{'\n'}), "expected exactly one line, got %q", b)
 	return string(b[:len(b)-1])
 }
+
+func openFile(t testing.TB, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
