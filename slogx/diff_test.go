@@ -5,8 +5,10 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -100,4 +102,77 @@ func openForDiff(t testing.TB, mode optionMode) (*FileHandler, *lineReader) {
 	t.Helper()
 	fh, path := openTemp(t, &Options{AddSource: mode.opts.AddSource, ReplaceAttr: mode.opts.ReplaceAttr, Level: mode.opts.Level})
 	return fh, openLineReader(t, path)
+}
+
+// slog.JSONHandler mishandles a group that ends up empty (every attr dropped by ReplaceAttr,
+// or a LogValuer resolving to an empty group): it rolls back the bytes but not the
+// separator, so the next attr follows without a comma (invalid JSON), and it leaves the
+// group's name in the groups it passes to ReplaceAttr. Ours leaves no trace of the group.
+func TestEmptiedGroupsLeaveNoTrace(t *testing.T) {
+	var seen [][]string
+	rep := func(gs []string, a slog.Attr) slog.Attr {
+		if a.Key == "drop" {
+			return slog.Attr{}
+		}
+		if a.Key == "b" {
+			seen = append(seen, slices.Clone(gs))
+		}
+		return a
+	}
+	for _, tc := range []struct {
+		name      string
+		attrs     []slog.Attr
+		want      string // ours
+		slogWrote string // slog's (Go 1.26)
+		wantB     []string
+		slogB     []string
+	}{
+		{
+			name:      "group emptied by ReplaceAttr",
+			attrs:     []slog.Attr{slog.Int("a", 1), slog.Group("g", slog.Int("drop", 1)), slog.Int("b", 2)},
+			want:      `{"msg":"m","a":1,"b":2}`,
+			slogWrote: `{"msg":"m","a":1"b":2}`,
+			wantB:     []string{}, slogB: []string{"g"},
+		},
+		{
+			name:      "nested group emptied by ReplaceAttr",
+			attrs:     []slog.Attr{slog.Group("g", slog.Int("a", 1), slog.Group("h", slog.Int("drop", 1))), slog.Int("b", 2)},
+			want:      `{"msg":"m","g":{"a":1},"b":2}`,
+			slogWrote: `{"msg":"m","g":{"a":1},"b":2}`,
+			wantB:     []string{}, slogB: []string{"g"},
+		},
+		{
+			name:      "LogValuer resolving to an empty group",
+			attrs:     []slog.Attr{slog.Group("g", slog.Any("h", lvGroup(nil))), slog.Int("b", 2)},
+			want:      `{"msg":"m","b":2}`,
+			slogWrote: `{"msg":"m","g":{},"b":2}`,
+			wantB:     []string{}, slogB: []string{},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			noTime := func(gs []string, a slog.Attr) slog.Attr {
+				if gs == nil && (a.Key == slog.TimeKey || a.Key == slog.LevelKey) {
+					return slog.Attr{}
+				}
+				return rep(gs, a)
+			}
+			r := slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0)
+			r.AddAttrs(tc.attrs...)
+
+			// What slog does today; a later Go that fixes it may match ours instead.
+			seen = nil
+			if out := slogLine(t, slog.HandlerOptions{ReplaceAttr: noTime}, nil, r); out != tc.want || !slices.EqualFunc(seen, [][]string{tc.wantB}, slices.Equal) {
+				require.Equal(t, tc.slogWrote, out)
+				require.Equal(t, [][]string{tc.slogB}, seen, "groups slog passed to ReplaceAttr for b")
+			}
+
+			seen = nil
+			fh, lr := openForDiff(t, optionMode{opts: slog.HandlerOptions{ReplaceAttr: noTime}})
+			require.NoError(t, fh.Handle(context.Background(), r))
+			got := lr.next(t)
+			require.Equal(t, tc.want, got)
+			requireJSONLine(t, got)
+			require.Equal(t, [][]string{tc.wantB}, seen, "groups ours passed to ReplaceAttr for b")
+		})
+	}
 }
