@@ -35,6 +35,7 @@ type encoder struct {
 	names   []string // scratch: a handler's WithGroup names
 
 	js *jsonState // lazily made; for values encoding/json must format
+	tc timeCache
 }
 
 type jsonState struct {
@@ -151,16 +152,19 @@ func (e *encoder) attr(a slog.Attr) bool {
 	if e.truncated {
 		return false
 	}
-	if a.Value.Kind() == slog.KindLogValuer {
+	k := a.Value.Kind()
+	if k == slog.KindLogValuer {
 		a.Value = a.Value.Resolve()
+		k = a.Value.Kind()
 	}
-	if e.rep != nil && a.Value.Kind() != slog.KindGroup {
+	if e.rep != nil && k != slog.KindGroup {
 		a = e.rep(e.repGroups(), a)
-		if a.Value.Kind() == slog.KindLogValuer {
+		if k = a.Value.Kind(); k == slog.KindLogValuer {
 			a.Value = a.Value.Resolve()
+			k = a.Value.Kind()
 		}
 	}
-	switch a.Value.Kind() {
+	switch k {
 	case slog.KindGroup:
 		return e.group(a.Key, a.Value.Group())
 	case slog.KindAny:
@@ -172,7 +176,7 @@ func (e *encoder) attr(a slog.Attr) bool {
 			return e.source(a.Key, src)
 		}
 	}
-	return e.leaf(a.Key, a.Value)
+	return e.leaf(a.Key, a.Value, k)
 }
 
 // group writes a group; one that ends up without attributes leaves no trace.
@@ -231,16 +235,16 @@ func (e *encoder) source(key string, src *slog.Source) bool {
 }
 
 // leaf writes key and value; past the cap a string value is cut to fit, anything else dropped.
-func (e *encoder) leaf(key string, v slog.Value) bool {
+func (e *encoder) leaf(key string, v slog.Value, k slog.Kind) bool {
 	m := e.mark()
 	e.key(key)
-	e.value(v)
+	e.value(v, k)
 	if !e.over() {
 		return true
 	}
 	e.rollback(m)
 	e.truncated = true
-	if v.Kind() == slog.KindString {
+	if k == slog.KindString {
 		return e.cutString(key, v.String())
 	}
 	return false
@@ -290,8 +294,8 @@ func (e *encoder) cutString(key, s string) bool {
 	return true
 }
 
-func (e *encoder) value(v slog.Value) {
-	switch v.Kind() {
+func (e *encoder) value(v slog.Value, k slog.Kind) {
+	switch k {
 	case slog.KindString:
 		e.buf = appendJSONString(e.buf, v.String())
 	case slog.KindInt64:
@@ -333,16 +337,51 @@ func (e *encoder) float(f float64) {
 
 const yearRangeError = "!ERROR:time.Time year outside of range [0,9999]"
 
-// time formats like time.Time.MarshalJSON. For a year it cannot represent, slog writes the
-// error and then the time as a second string, which is invalid JSON; this writes the error.
+// time formats like time.Time.MarshalJSON (RFC 3339 with nanoseconds). For a year it
+// cannot represent, slog writes the error and then the time as a second string, which is
+// invalid JSON; this writes the error only.
 func (e *encoder) time(t time.Time) {
-	if y := t.Year(); y < 0 || y >= 10000 {
-		e.buf = appendJSONString(e.buf, yearRangeError)
-		return
+	sec, loc := t.Unix(), t.Location()
+	if sec != e.tc.sec || loc != e.tc.loc || e.tc.loc == nil {
+		if y := t.Year(); y < 0 || y >= 10000 {
+			e.buf = appendJSONString(e.buf, yearRangeError)
+			return
+		}
+		// Seconds and zone are the same for every record of a second: format them once.
+		b := t.AppendFormat(e.tc.text[:0], "2006-01-02T15:04:05Z07:00")
+		e.tc.sec, e.tc.loc, e.tc.n = sec, loc, len(b)
 	}
+	const secLen = len("2006-01-02T15:04:05")
 	e.buf = append(e.buf, '"')
-	e.buf = t.AppendFormat(e.buf, time.RFC3339Nano)
+	e.buf = append(e.buf, e.tc.text[:secLen]...)
+	if ns := t.Nanosecond(); ns != 0 {
+		e.buf = appendFraction(e.buf, ns)
+	}
+	e.buf = append(e.buf, e.tc.text[secLen:e.tc.n]...)
 	e.buf = append(e.buf, '"')
+}
+
+// timeCache holds the last second formatted by an encoder.
+type timeCache struct {
+	sec  int64
+	loc  *time.Location
+	n    int
+	text [40]byte
+}
+
+// appendFraction appends ".ddddddddd" with trailing zeros trimmed, as RFC3339Nano does.
+func appendFraction(b []byte, ns int) []byte {
+	var d [10]byte
+	d[0] = '.'
+	for i := 9; i >= 1; i-- {
+		d[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	n := 10
+	for d[n-1] == '0' {
+		n--
+	}
+	return append(b, d[:n]...)
 }
 
 // any formats x as slog.JSONHandler does: an error (that is not a json.Marshaler) as its
@@ -400,6 +439,13 @@ const hexDigits = "0123456789abcdef"
 func appendEscaped(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
+		// Skip eight plain bytes at a time: most keys and values need no escaping.
+		for i+8 <= len(s) && plain8(s[i:i+8]) {
+			i += 8
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if jsonSafe[c] {
@@ -439,6 +485,18 @@ func appendEscaped(b []byte, s string) []byte {
 		start = i
 	}
 	return append(b, s[start:]...)
+}
+
+// plain8 reports whether none of the 8 bytes of w needs escaping or UTF-8 decoding: no
+// control character, '"', '\\' or byte >= 0x80 (word-at-a-time tests, exact as booleans).
+func plain8(w string) bool {
+	x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+		uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	quote := x ^ (ones * '"')
+	slash := x ^ (ones * '\\')
+	bad := (x - ones*0x20) | (quote-ones)&^quote | (slash-ones)&^slash | x
+	return bad&highs == 0
 }
 
 // jsonSafe[c] is true for the ASCII bytes a JSON string holds unescaped: all but the

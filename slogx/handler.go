@@ -163,7 +163,7 @@ func (h *FileHandler) encode(e *encoder, r slog.Record) {
 		e.attr(slog.Any(slog.SourceKey, src))
 	}
 	if e.rep == nil {
-		e.leaf(slog.MessageKey, slog.StringValue(r.Message))
+		e.leaf(slog.MessageKey, slog.StringValue(r.Message), slog.KindString)
 	} else {
 		e.attr(slog.String(slog.MessageKey, r.Message))
 	}
