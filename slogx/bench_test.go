@@ -100,3 +100,40 @@ func BenchmarkDerivedHandlerHeap(b *testing.B) {
 		})
 	}
 }
+
+func benchRec() slog.Record {
+	var pcs [1]uintptr
+	runtime.Callers(1, pcs[:])
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "promql query logged", pcs[0])
+	r.AddAttrs(slog.String("query", benchQuery),
+		slog.Int64("samples", 123456),
+		slog.Float64("seconds", 0.01234),
+		slog.Duration("took", 12*time.Millisecond),
+		slog.Bool("cached", false))
+	return r
+}
+
+var benchWithAttrs = []slog.Attr{slog.String("component", "query engine"), slog.String("tenant", "team-a"), slog.Int("shard", 3)}
+
+// BenchmarkEncodeOnly isolates the encoder from the write(2) both pay: ours into its
+// buffer, slog.JSONHandler into io.Discard (its Handle minus the syscall).
+func BenchmarkEncodeOnly(b *testing.B) {
+	r := benchRec()
+	b.Run("impl=slogx", func(b *testing.B) {
+		h, _ := openTemp(b, nil)
+		d := h.WithAttrs(benchWithAttrs).(*FileHandler)
+		b.ReportAllocs()
+		for b.Loop() {
+			e := getEncoder()
+			d.encode(e, r)
+			putEncoder(e)
+		}
+	})
+	b.Run("impl=slog", func(b *testing.B) {
+		d := slog.NewJSONHandler(io.Discard, nil).WithAttrs(benchWithAttrs)
+		b.ReportAllocs()
+		for b.Loop() {
+			d.Handle(context.Background(), r)
+		}
+	})
+}

@@ -56,7 +56,7 @@ func (s *byteSource) rawString() string {
 var sampleStrings = []string{
 	"", "a", "b", "k", "query", "drop", "dropped", "grp", "G", "time", "level", "msg", "source",
 	`x"y`, `back\slash`, "line\nbreak", "tab\t", "\x00\x1f\x7f", "<html>&amp;", "é😀", "\u2028\u2029",
-	"\xff\xfe", "a\xc3", strings.Repeat("long", 40),
+	"\xff\xfe", "a\xc3", "\b\f", strings.Repeat("long", 40),
 }
 
 type genMode struct {
