@@ -437,21 +437,27 @@ func appendJSONString(b []byte, s string) []byte {
 const hexDigits = "0123456789abcdef"
 
 func appendEscaped(b []byte, s string) []byte {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	start := 0
 	for i := 0; i < len(s); {
-		// Skip eight plain bytes at a time: most keys and values need no escaping.
-		for i+8 <= len(s) && plain8(s[i:i+8]) {
-			i += 8
-		}
-		if i >= len(s) {
-			break
-		}
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if jsonSafe[c] {
-				i++
+		if i+8 <= len(s) {
+			// Eight bytes at a time: none a control character, '"', '\\' or >= 0x80?
+			// (Word-at-a-time tests, exact as booleans; the loads combine into one.)
+			x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+				uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+			quote := x ^ (ones * '"')
+			slash := x ^ (ones * '\\')
+			if ((x-ones*0x20)|(quote-ones)&^quote|(slash-ones)&^slash|x)&highs == 0 {
+				i += 8
 				continue
 			}
+		}
+		c := s[i]
+		if jsonSafe[c] {
+			i++
+			continue
+		}
+		if c < utf8.RuneSelf {
 			b = append(b, s[start:i]...)
 			switch c {
 			case '"', '\\':
@@ -487,21 +493,9 @@ func appendEscaped(b []byte, s string) []byte {
 	return append(b, s[start:]...)
 }
 
-// plain8 reports whether none of the 8 bytes of w needs escaping or UTF-8 decoding: no
-// control character, '"', '\\' or byte >= 0x80 (word-at-a-time tests, exact as booleans).
-func plain8(w string) bool {
-	x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
-		uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	quote := x ^ (ones * '"')
-	slash := x ^ (ones * '\\')
-	bad := (x - ones*0x20) | (quote-ones)&^quote | (slash-ones)&^slash | x
-	return bad&highs == 0
-}
-
-// jsonSafe[c] is true for the ASCII bytes a JSON string holds unescaped: all but the
-// control characters, '"' and '\\'.
-var jsonSafe = func() (t [utf8.RuneSelf]bool) {
+// jsonSafe[c] is true for the bytes a JSON string holds as they are: ASCII but the control
+// characters, '"' and '\\'. Bytes >= 0x80 need UTF-8 decoding.
+var jsonSafe = func() (t [256]bool) {
 	for c := 0x20; c < utf8.RuneSelf; c++ {
 		t[c] = c != '"' && c != '\\'
 	}

@@ -143,14 +143,19 @@ func (h *FileHandler) encode(e *encoder, r slog.Record) {
 	e.builtin = true
 	if !r.Time.IsZero() {
 		if e.rep == nil {
-			e.key(slog.TimeKey)
+			e.buf = append(e.buf, `"time":`...) // the first key: no comma
+			e.comma = true
 			e.time(r.Time)
 		} else {
 			e.attr(slog.Time(slog.TimeKey, r.Time.Round(0)))
 		}
 	}
 	if e.rep == nil {
-		e.key(slog.LevelKey)
+		if e.comma {
+			e.buf = append(e.buf, ',')
+		}
+		e.buf = append(e.buf, `"level":`...)
+		e.comma = true
 		e.buf = appendJSONString(e.buf, r.Level.String())
 	} else {
 		e.attr(slog.Any(slog.LevelKey, r.Level))
