@@ -2,6 +2,7 @@ package slogx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,10 @@ import (
 // ErrClosed is returned by Handle and Reopen on any handler whose file was closed by the
 // handler OpenJSONFile returned. It matches os.ErrClosed with errors.Is.
 var ErrClosed = fmt.Errorf("slogx: log file closed: %w", os.ErrClosed)
+
+// ErrNotOpened is returned by a FileHandler that did not come from OpenJSONFile (a zero
+// value): it has no file to write to.
+var ErrNotOpened = errors.New("slogx: FileHandler not opened with OpenJSONFile")
 
 var (
 	_ slog.Handler = (*FileHandler)(nil)
@@ -105,6 +110,9 @@ func OpenJSONFile(path string, o *Options) (*FileHandler, error) {
 
 // Enabled reports whether level is at or above Options.Level (slog.LevelInfo by default).
 func (h *FileHandler) Enabled(_ context.Context, level slog.Level) bool {
+	if h.sink == nil {
+		return false
+	}
 	return level >= h.sink.cfg.minLevel()
 }
 
@@ -113,6 +121,9 @@ func (h *FileHandler) Enabled(_ context.Context, level slog.Level) bool {
 // (failures are written as "!ERROR:…" strings, as slog does).
 func (h *FileHandler) Handle(_ context.Context, r slog.Record) error {
 	s := h.sink
+	if s == nil {
+		return ErrNotOpened
+	}
 	if s.closed.Load() {
 		s.metrics.refused()
 		return ErrClosed
@@ -238,7 +249,7 @@ func (e *encoder) enterGroups(h *FileHandler) bool {
 // the receiver is not modified. The result does not own the file: its Close does nothing.
 func (h *FileHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	h2 := h.derive()
-	if len(attrs) == 0 {
+	if len(attrs) == 0 || h.sink == nil {
 		return h2
 	}
 	if h.full {
@@ -284,7 +295,7 @@ func (h *FileHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 // receiver is not modified. An empty name adds no group (the slog.Handler contract).
 func (h *FileHandler) WithGroup(name string) slog.Handler {
 	h2 := h.derive()
-	if name == "" {
+	if name == "" || h.sink == nil {
 		return h2
 	}
 	if h.full {
@@ -322,7 +333,7 @@ func (h *FileHandler) derive() *FileHandler {
 // does nothing. It is idempotent and returns nil after the first call. After it, Handle on
 // h and on every handler derived from it returns ErrClosed.
 func (h *FileHandler) Close() error {
-	if !h.owner {
+	if !h.owner || h.sink == nil {
 		return nil
 	}
 	return h.sink.close()
@@ -332,13 +343,24 @@ func (h *FileHandler) Close() error {
 // SIGHUP after logrotate renamed the file (its "create" mode). If the path cannot be opened,
 // the handlers keep writing to the current file and the error is returned.
 func (h *FileHandler) Reopen() error {
+	if h.sink == nil {
+		return ErrNotOpened
+	}
 	return h.sink.reopen()
 }
 
 // Stats returns the counters of the file h writes to (shared by all derived handlers).
 func (h *FileHandler) Stats() Stats {
+	if h.sink == nil {
+		return Stats{}
+	}
 	return h.sink.metrics.stats()
 }
 
 // Path returns the path of the log file.
-func (h *FileHandler) Path() string { return h.sink.path }
+func (h *FileHandler) Path() string {
+	if h.sink == nil {
+		return ""
+	}
+	return h.sink.path
+}

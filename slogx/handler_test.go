@@ -341,3 +341,16 @@ func scanLines(t testing.TB, r io.Reader) []string {
 	require.NoError(t, sc.Err())
 	return out
 }
+
+func TestZeroFileHandlerRefusesClearly(t *testing.T) {
+	var h FileHandler
+	ctx := context.Background()
+	require.False(t, h.Enabled(ctx, slog.LevelError))
+	require.ErrorIs(t, h.Handle(ctx, slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0)), ErrNotOpened)
+	d := h.WithAttrs([]slog.Attr{slog.Int("a", 1)}).WithGroup("g")
+	require.ErrorIs(t, d.Handle(ctx, slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0)), ErrNotOpened)
+	require.ErrorIs(t, h.Reopen(), ErrNotOpened)
+	require.NoError(t, h.Close())
+	require.Equal(t, Stats{}, h.Stats())
+	require.Empty(t, h.Path())
+}
