@@ -185,7 +185,19 @@ func TestCloseIsIdempotentAndEveryDerivedHandlerReturnsErrClosed(t *testing.T) {
 	}
 	require.ErrorIs(t, h.Reopen(), ErrClosed)
 	require.Len(t, readLines(t, path), len(derived)+1, "nothing written after Close")
-	require.Equal(t, uint64(len(derived)+2), h.Stats().Closed)
+
+	// The closed descriptor's number is free for the next open file: nothing may reach it.
+	other := filepath.Join(t.TempDir(), "other")
+	f, err := os.OpenFile(other, os.O_WRONLY|os.O_CREATE, 0o600)
+	require.NoError(t, err)
+	defer f.Close()
+	for _, d := range derived {
+		require.ErrorIs(t, d.Handle(ctx, after), ErrClosed)
+	}
+	fi, err := os.Stat(other)
+	require.NoError(t, err)
+	require.Zero(t, fi.Size(), "a write went to a reused descriptor")
+	require.Equal(t, uint64(2*len(derived)+2), h.Stats().Closed)
 }
 
 // promql's SetQueryLogger closes the old logger on every config reload while queries may
