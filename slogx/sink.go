@@ -133,6 +133,9 @@ func (s *sink) check(now time.Time) error {
 	if s.f != nil {
 		fi, err := os.Stat(s.path)
 		if err == nil && os.SameFile(fi, s.id) {
+			if s.regular {
+				s.size = fi.Size() // another writer, or logrotate's copytruncate
+			}
 			return nil
 		}
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
