@@ -55,7 +55,8 @@
 //     that file returns ErrClosed (which matches os.ErrClosed): never a panic, never a
 //     write to a closed or reused descriptor. Reopen re-opens the path for all of them.
 //   - A failed write (disk full, EFBIG, …) is returned from Handle and counted; it never
-//     panics or blocks for long, and a partly written line is cut off the file again. If
+//     panics or blocks for long, and a partly written line is cut off the file again.
+//     slog.Logger (and so promql) drops Handle's error: alert on slogx_write_errors_total. If
 //     the path disappears (file removed, or the directory), the handler notices within one
 //     second of record time (1024 records for records without a time) and re-creates the
 //     file; while it cannot, Handle returns the error, and it recovers once the path can be

@@ -18,8 +18,8 @@ const truncatedMarker = `"!TRUNCATED":true`
 
 // encoder writes slog attributes as JSON exactly as slog.JSONHandler does (same keys, same
 // value formatting, same ReplaceAttr calls), except that a group left without attributes is
-// removed cleanly: slog leaves its separator and group name behind (see emptyGroupBug in the
-// tests). It also enforces a byte cap, which slog has not.
+// removed cleanly: slog leaves its separator and group name behind (see
+// TestEmptiedGroupsLeaveNoTrace). It also enforces a byte cap, which slog has not.
 type encoder struct {
 	buf []byte
 
@@ -62,9 +62,10 @@ func putEncoder(e *encoder) {
 	if cap(e.buf) > maxPooledBuffer {
 		return
 	}
-	clear(e.groups)
+	// Drop the callers' strings, not only the ones still in use, so the pool pins none.
+	clear(e.groups[:cap(e.groups)])
 	e.groups = e.groups[:0]
-	clear(e.names)
+	clear(e.names[:cap(e.names)])
 	e.names = e.names[:0]
 	e.rep = nil
 	if e.js != nil && e.js.buf.Cap() > maxPooledBuffer {
