@@ -1,0 +1,140 @@
+package slogx
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRecordPastLineCapIsCutWithMarker(t *testing.T) {
+	const lineCap = 4096
+	for _, tc := range []struct {
+		name      string
+		big       slog.Attr
+		keepsBig  bool // a string is cut to fit; any other value is dropped
+		bigPrefix string
+	}{
+		{"ascii string", slog.String("big", strings.Repeat("x", 10_000)), true, "xxxx"},
+		{"escapes are never split", slog.String("big", strings.Repeat("\n\"", 10_000)), true, "\n\""},
+		{"runes are never split", slog.String("big", strings.Repeat("é😀", 10_000)), true, "é😀"},
+		{"big slice is dropped", slog.Any("big", make([]int, 10_000)), false, ""},
+		{"big key is dropped", slog.Int(strings.Repeat("k", 10_000), 1), false, ""},
+		{"big group key is dropped", slog.Group(strings.Repeat("g", 10_000), slog.Int("a", 1)), false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, path := openTemp(t, &Options{MaxLineBytes: lineCap})
+			l := slog.New(h.WithAttrs([]slog.Attr{slog.String("query", "up")}))
+			l.Info("m", "before", 1, tc.big, "after", 2)
+			lines := readLines(t, path)
+			require.Len(t, lines, 1)
+			require.LessOrEqual(t, len(lines[0])+1, lineCap)
+			m := requireJSONLine(t, lines[0])
+			require.Equal(t, true, m["!TRUNCATED"], "marker")
+			require.Equal(t, "up", m["query"], "With attrs always fit")
+			require.Equal(t, float64(1), m["before"], "attrs before the cut are kept")
+			require.NotContains(t, m, "after", "attrs after the cut are dropped")
+			if tc.keepsBig {
+				s := m["big"].(string)
+				require.True(t, utf8.ValidString(s))
+				require.True(t, strings.HasPrefix(tc.big.Value.String(), s), "a cut string is a prefix of the original")
+				require.True(t, strings.HasPrefix(s, tc.bigPrefix))
+				require.Greater(t, len(lines[0])+1, lineCap-16, "the cut string fills the line")
+			} else {
+				require.NotContains(t, m, "big")
+			}
+			require.Equal(t, uint64(1), h.Stats().Truncations)
+		})
+	}
+}
+
+func TestHugeMessageIsCutButWithAttrsSurvive(t *testing.T) {
+	h, path := openTemp(t, nil)
+	l := slog.New(h).With("query", "up").WithGroup("g").With("a", 1)
+	l.Info(strings.Repeat("m", 3<<20), "b", 2)
+	lines := scanLinesFile(t, path)
+	require.Len(t, lines, 1)
+	require.LessOrEqual(t, len(lines[0])+1, DefaultMaxLineBytes)
+	m := requireJSONLine(t, lines[0])
+	require.Equal(t, true, m["!TRUNCATED"])
+	require.Equal(t, "up", m["query"])
+	require.Equal(t, map[string]any{"a": float64(1)}, m["g"], "record attrs after a cut message are dropped")
+	require.Greater(t, len(m["msg"].(string)), DefaultMaxLineBytes-1024, "the message fills the line")
+}
+
+func TestLinesNeverExceedMaxBytes(t *testing.T) {
+	const maxBytes = 2048
+	h, path := openTemp(t, &Options{MaxBytes: maxBytes, MaxBackups: 1})
+	slog.New(h).Info("m", "big", strings.Repeat("x", 10_000))
+	lines := readLines(t, path)
+	require.Len(t, lines, 1)
+	require.LessOrEqual(t, len(lines[0])+1, maxBytes)
+	requireJSONLine(t, lines[0])
+}
+
+// The 3.0.0 bug, done on purpose: l = l.With(...) per query. The chain stops growing at
+// MaxWithBytes, lines stay bounded and say they were cut, and memory stays bounded.
+func TestRepeatedWithIsBoundedByMaxWithBytes(t *testing.T) {
+	const withCap = 8 << 10
+	n := 100_000
+	if raceEnabled {
+		n = 20_000
+	}
+	for _, tc := range []struct {
+		name string
+		with func(slog.Handler, int) slog.Handler
+	}{
+		{"WithAttrs", func(h slog.Handler, i int) slog.Handler {
+			return h.WithAttrs([]slog.Attr{slog.Int("q", i)})
+		}},
+		{"WithGroup", func(h slog.Handler, i int) slog.Handler { return h.WithGroup("g") }},
+		{"both", func(h slog.Handler, i int) slog.Handler {
+			return h.WithGroup("g").WithAttrs([]slog.Attr{slog.String("query", "sum(rate(x[5m]))")})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, path := openTemp(t, &Options{MaxWithBytes: withCap})
+			before := heapInUse()
+			var l slog.Handler = h
+			for i := range n {
+				l = tc.with(l, i)
+			}
+			grown := heapInUse() - before
+			runtime.KeepAlive(l)
+			require.Less(t, grown, int64(4*withCap), "heap held by the chain of %d Withs", n)
+			fh := l.(*FileHandler)
+			require.True(t, fh.full)
+			require.LessOrEqual(t, int(fh.size), withCap)
+
+			r := slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0)
+			r.AddAttrs(slog.Int("last", 1))
+			require.NoError(t, l.Handle(context.Background(), r))
+			lines := readLines(t, path)
+			require.Len(t, lines, 1)
+			require.Less(t, len(lines[0]), 2*withCap)
+			m := requireJSONLine(t, lines[0])
+			require.Equal(t, true, m["!TRUNCATED"])
+			require.Greater(t, h.Stats().Truncations, uint64(n/2), "every dropped With is counted")
+		})
+	}
+}
+
+// heapInUse is the live heap after a full GC.
+func heapInUse() int64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
+
+func scanLinesFile(t testing.TB, path string) []string {
+	t.Helper()
+	f := openFile(t, path)
+	return scanLines(t, f)
+}
