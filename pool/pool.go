@@ -48,7 +48,7 @@ type Pool[T any] struct {
 	discarded atomic.Int64
 	leaked    atomic.Int64
 
-	events  events     // bad Puts and collected leases, grouped by stack
+	events  events      // bad Puts and collected leases, grouped by stack
 	tracker *tracker[T] // nil unless Track or TrackEvery
 }
 

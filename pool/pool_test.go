@@ -61,7 +61,7 @@ func TestNewRejectsInvalidOptionsWithAReason(t *testing.T) {
 		{"Factor NaN", func(o *Options) { o.Factor = nan() }, "Factor must be a finite number > 1, got NaN"},
 		{"negative MaxTotal", func(o *Options) { o.MaxTotal = -1 }, "MaxTotal must be >= 0"},
 		{"negative TrackEvery", func(o *Options) { o.TrackEvery = -3 }, "TrackEvery must be >= 0"},
-		{"too many buckets", func(o *Options) { o.MaxSize, o.Factor = 1 << 30, 1.0001 }, "more than 255 buckets"},
+		{"too many buckets", func(o *Options) { o.MaxSize, o.Factor = 1<<30, 1.0001 }, "more than 255 buckets"},
 		{"registry without name", func(o *Options) { o.Name = ""; o.Registerer = newRegistry() }, "Name is required"},
 	}
 	for _, c := range cases {
