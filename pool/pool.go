@@ -423,7 +423,7 @@ func (p *Pool[T]) Put(b *[]T) {
 		return
 	}
 	if rec := p.lookup(b); rec != nil {
-		p.release(rec, *b, 1)
+		p.release(rec, b, 1)
 		return
 	}
 	if p.tracker != nil && p.tracker.put(p, b) {
@@ -432,44 +432,47 @@ func (p *Pool[T]) Put(b *[]T) {
 	p.badPut(badForeign, 1)
 }
 
-// release ends the lease held by rec; cur is the slice the holder returned.
-// skip counts the pool frames from release's caller up to the user's Put.
-func (p *Pool[T]) release(rec *record[T], cur []T, skip int) {
+// release ends the lease held by rec and returns its array to the buckets;
+// b is what the holder passed to Put. Only the state word is read before the
+// compare-and-swap that ends the lease, so of two racing Puts of one lease
+// the loser touches nothing the winner writes. skip counts the pool frames
+// from release's caller up to the user's Put.
+func (p *Pool[T]) release(rec *record[T], b *[]T, skip int) {
+	var s, free uint64
 	for {
-		s := rec.state.Load()
+		s = rec.state.Load()
 		if s&leasedBit == 0 {
 			p.badPut(badDouble, skip+1)
 			return
 		}
-		h := rec.handle
-		if h == nil {
-			p.badPut(badDouble, skip+1) // a Put racing the Get of a reused record
-			return
-		}
-		keep, bucket := h.buf, h.bucket
-		if bucket == bigBucket || cap(cur) == 0 || unsafe.SliceData(cur) != unsafe.SliceData(keep) {
-			keep, bucket = p.chooseArray(keep, bucket, cur)
-		}
-		free := s &^ leasedBit
-		if p.maxTotal > 0 && keep != nil && bucket == stateIdx(s) {
+		free = s &^ leasedBit
+		if p.maxTotal > 0 && stateIdx(s) != bigBucket {
 			free |= creditBit // keep the budget for the next Get of this handle
 		}
-		if !rec.state.CompareAndSwap(s, free) {
-			continue
+		if rec.state.CompareAndSwap(s, free) {
+			break
 		}
-		rec.handle = nil
-		if cap(keep) == 0 || unsafe.SliceData(keep) != unsafe.SliceData(rec.buf) {
-			rec.buf = nil // do not keep alive an array the buckets do not hold
-		}
-		if free&creditBit == 0 && p.maxTotal > 0 {
-			p.avail.Add(p.chargeOf(rec, s))
-		}
-		h.buf, h.bucket = keep, bucket
-		p.park(h)
-		if keep == nil {
-			p.discarded.Add(1)
-		}
-		return
+	}
+	if p.maxTotal > 0 && free&creditBit == 0 {
+		p.avail.Add(p.chargeOf(rec, s))
+	}
+	h := rec.handle
+	rec.handle = nil
+	if h == nil {
+		return // a Put racing the Get of a reused record: the holder broke the contract
+	}
+	cur := *b
+	keep, bucket := h.buf, h.bucket
+	if bucket == bigBucket || cap(cur) == 0 || unsafe.SliceData(cur) != unsafe.SliceData(keep) {
+		keep, bucket = p.chooseArray(keep, bucket, cur)
+	}
+	if cap(keep) == 0 || unsafe.SliceData(keep) != unsafe.SliceData(rec.buf) {
+		rec.buf = nil // do not keep alive an array the buckets do not hold
+	}
+	h.buf, h.bucket = keep, bucket
+	p.park(h)
+	if keep == nil {
+		p.discarded.Add(1)
 	}
 }
 

@@ -277,3 +277,5 @@ func TestCheckCountsUntrackedLeasesAndSaysHowToFindThem(t *testing.T) {
 	p.Put(b2)
 	require.NoError(t, p.Check())
 }
+
+func errorIs(err, target error) bool { return errors.Is(err, target) }

@@ -227,7 +227,7 @@ func (t *tracker[T]) put(p *Pool[T], b *[]T) bool {
 	}
 	e.put = &st
 	sh.mu.Unlock()
-	p.release(e.rec, *b, 2)
+	p.release(e.rec, b, 2)
 	return true
 }
 
