@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -25,6 +26,7 @@ var ErrInvalidSize = errors.New("invalid lease size")
 type Pool[T any] struct {
 	name       string
 	sizes      []int       // bucket capacities, ascending; the last is MaxSize
+	firstOfLen [65]uint8   // firstOfLen[bits.Len(n)]: the first bucket that can fit such an n
 	buckets    []sync.Pool // buckets[i] holds *handle[T] whose array has cap sizes[i]
 	bare       sync.Pool   // *handle[T] without an array (records waiting for one)
 	maxTotal   int64
@@ -37,7 +39,9 @@ type Pool[T any] struct {
 	// so the next Get on the same handle touches no shared memory.
 	avail atomic.Int64
 
-	slabs    atomic.Pointer[[]*slab[T]] // copy-on-write, newest first; Put reads it lock-free
+	slabs    atomic.Pointer[[]*slab[T]] // copy-on-write, newest first; for Stats and reclaim
+	nRanges  atomic.Int32               // slabs published in ranges
+	ranges   [maxSlabs]slabRange        // address ranges of the slabs, oldest first; Put's lookup
 	growMu   sync.Mutex                 // guards slab growth and spare
 	spare    []*record[T]               // records whose handle was garbage-collected
 	lastUsed int                        // records handed out of the newest slab
@@ -102,9 +106,17 @@ func (p *Pool[T]) chargeOf(rec *record[T], s uint64) int64 {
 
 // slab is a block of records; recs never changes after the slab is built.
 type slab[T any] struct {
-	recs   []record[T]
-	lo, hi uintptr
+	recs []record[T]
 }
+
+// slabRange is where a slab's records are: [lo, lo+size).
+type slabRange struct {
+	lo, size atomic.Uintptr
+}
+
+// maxSlabs bounds the slab table. Slabs double in size from firstSlabSize
+// records, so this many can hold more records than memory can.
+const maxSlabs = 48
 
 // handle is what the buckets hold. Handles are ordinary garbage: when
 // sync.Pool drops one, a cleanup returns its record (and parked credit) to
@@ -135,6 +147,13 @@ func New[T any](o Options) (*Pool[T], error) {
 		trackEvery: uint32(min(o.TrackEvery, math32)),
 	}
 	p.avail.Store(o.MaxTotal)
+	for l := range p.firstOfLen {
+		least := 0 // the smallest n with bit length l
+		if l > 0 {
+			least = 1 << (l - 1)
+		}
+		p.firstOfLen[l] = uint8(bucketAtLeast(sizes, least))
+	}
 	if elem := unsafe.Sizeof(*new(T)); elem > 0 {
 		p.maxElems = int(maxAlloc / uint64(elem))
 	} else {
@@ -143,7 +162,7 @@ func New[T any](o Options) (*Pool[T], error) {
 	empty := []*slab[T]{}
 	p.slabs.Store(&empty)
 	if o.Track || o.TrackEvery > 0 {
-		p.tracker = newTracker[T]()
+		p.tracker = newTracker(p)
 	}
 	if o.Registerer != nil {
 		if err := o.Registerer.Register(newPoolMetrics(o.Name, p.Stats)); err != nil {
@@ -172,7 +191,7 @@ func (p *Pool[T]) get(n int, skip int) (*[]T, error) {
 		return nil, err
 	}
 	if p.tracker != nil && (p.track || rand.Uint32N(p.trackEvery) == 0) {
-		return p.tracker.lease(p, h, skip+1), nil
+		return p.tracker.lease(h, skip+1), nil
 	}
 	rec := h.rec
 	rec.handle = h
@@ -221,12 +240,23 @@ func (p *Pool[T]) acquire(n int) (*handle[T], error) {
 }
 
 // bucketFor returns the smallest bucket whose capacity is >= n, or
-// len(p.sizes) when n is above MaxSize.
+// len(p.sizes) when n is above MaxSize. It starts from the first bucket that
+// can hold any n of the same bit length, so it scans about log_Factor(2)
+// buckets, not all of them.
 func (p *Pool[T]) bucketFor(n int) int {
-	lo, hi := 0, len(p.sizes)
+	i := int(p.firstOfLen[bits.Len(uint(n))])
+	for i < len(p.sizes) && p.sizes[i] < n {
+		i++
+	}
+	return i
+}
+
+// bucketAtLeast returns the smallest i with sizes[i] >= n, or len(sizes).
+func bucketAtLeast(sizes []int, n int) int {
+	lo, hi := 0, len(sizes)
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
-		if p.sizes[m] < n {
+		if sizes[m] < n {
 			lo = m + 1
 		} else {
 			hi = m
@@ -382,8 +412,11 @@ func (p *Pool[T]) newRecord() *record[T] {
 		n = 2 * len(slabs[0].recs)
 	}
 	recs := make([]record[T], n)
-	base := uintptr(unsafe.Pointer(unsafe.SliceData(recs)))
-	s := &slab[T]{recs: recs, lo: base, hi: base + uintptr(n)*recordSize}
+	s := &slab[T]{recs: recs}
+	i := p.nRanges.Load()
+	p.ranges[i].lo.Store(uintptr(unsafe.Pointer(unsafe.SliceData(recs))))
+	p.ranges[i].size.Store(uintptr(n) * recordSize)
+	p.nRanges.Store(i + 1)
 	grown := make([]*slab[T], len(slabs)+1)
 	copy(grown[1:], slabs)
 	grown[0] = s // newest (largest) first: most records live there
@@ -393,17 +426,19 @@ func (p *Pool[T]) newRecord() *record[T] {
 }
 
 // lookup returns the record whose buf b points to, or nil if b is not an
-// untracked lease of this pool. It compares addresses only: b may be a
-// pointer the pool never saw, and the pool never reads through it here.
+// untracked lease of this pool. It compares addresses only, and converts b
+// only once it is known to point at a record of one of the pool's own slabs:
+// b may be a pointer the pool never saw, and the pool never reads through
+// such a pointer.
 func (p *Pool[T]) lookup(b *[]T) *record[T] {
 	a := uintptr(unsafe.Pointer(b))
-	for _, s := range *p.slabs.Load() {
-		if a-s.lo < s.hi-s.lo {
-			off := a - s.lo
+	for i := p.nRanges.Load() - 1; i >= 0; i-- { // newest, largest first
+		r := &p.ranges[i]
+		if off := a - r.lo.Load(); off < r.size.Load() {
 			if off%recordSize != 0 {
 				return nil
 			}
-			return &s.recs[off/recordSize]
+			return (*record[T])(unsafe.Pointer(b))
 		}
 	}
 	return nil

@@ -279,3 +279,19 @@ func TestCheckCountsUntrackedLeasesAndSaysHowToFindThem(t *testing.T) {
 }
 
 func errorIs(err, target error) bool { return errors.Is(err, target) }
+
+func TestBucketForFindsTheSmallestBucketThatFits(t *testing.T) {
+	for _, o := range []Options{
+		{MinSize: 1, MaxSize: 1000, Factor: 1.1},
+		{MinSize: 1000, MaxSize: 64000, Factor: 4},
+		{MinSize: 256, MaxSize: 1 << 20, Factor: 2},
+		{MinSize: 3, MaxSize: 1e6, Factor: 1.5},
+		{MinSize: 7, MaxSize: 7, Factor: 3},
+	} {
+		p := newPool[byte](t, o)
+		for n := 0; n <= 2*o.MaxSize; n += 1 + n/64 {
+			require.Equal(t, bucketAtLeast(p.sizes, n), p.bucketFor(n), "%+v n=%d", o, n)
+		}
+		require.Equal(t, len(p.sizes), p.bucketFor(p.maxElems))
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"unsafe"
-	"weak"
 )
 
 // stack is a fixed-size call stack: comparable, so reports can group by it
@@ -150,8 +149,14 @@ func (p *Pool[T]) badPutAt(k badKey) {
 // tracker remembers tracked leases. A tracked lease is handed a fresh *[]T
 // (a "box") instead of a slab pointer, so a box is never reused while anyone
 // still holds it: every double or foreign Put of a box is caught.
+//
+// Leases are keyed by the box's address. A finalizer (not a cleanup) watches
+// each box: a finalizer runs before the box's memory can be reused, and it
+// deletes the entry, so an address in the table always belongs to the box
+// it was made for and a foreign pointer can never be mistaken for one.
 type tracker[T any] struct {
-	shards [trackShards]trackShard[T]
+	shards   [trackShards]trackShard[T]
+	finalize func(*[]T)
 }
 
 const trackShards = 16
@@ -162,19 +167,18 @@ type trackShard[T any] struct {
 	_  [48]byte
 }
 
-// trackedLease is keyed by the box address but checks identity through a
-// weak pointer: once a box is collected, a new object at the same address
-// is not mistaken for it.
 type trackedLease[T any] struct {
-	key uintptr
-	box weak.Pointer[[]T]
 	rec *record[T]
 	get stack
-	put *stack // the first Put; nil while leased
+	put *stack // the first Put (its top frames); nil while leased
 }
 
-func newTracker[T any]() *tracker[T] {
-	t := &tracker[T]{}
+// putDepth is how many frames of a tracked lease's first Put are kept, to
+// name it if a second Put comes: fewer than a Get's, to keep Put cheap.
+const putDepth = 8
+
+func newTracker[T any](p *Pool[T]) *tracker[T] {
+	t := &tracker[T]{finalize: p.boxFinalized}
 	for i := range t.shards {
 		t.shards[i].m = make(map[uintptr]*trackedLease[T])
 	}
@@ -187,37 +191,33 @@ func (t *tracker[T]) shard(key uintptr) *trackShard[T] {
 
 // lease hands out h as a tracked lease; skip counts the pool frames from
 // lease's caller up to the user's Get.
-func (t *tracker[T]) lease(p *Pool[T], h *handle[T], skip int) *[]T {
+func (t *tracker[T]) lease(h *handle[T], skip int) *[]T {
 	rec := h.rec
 	rec.handle = h
 	box := new([]T)
 	*box = h.buf
-	e := &trackedLease[T]{
-		key: uintptr(unsafe.Pointer(box)),
-		box: weak.Make(box),
-		rec: rec,
-		get: callers(skip + 1),
-	}
-	sh := t.shard(e.key)
+	e := &trackedLease[T]{rec: rec, get: callers(skip + 1)}
+	key := uintptr(unsafe.Pointer(box))
+	sh := t.shard(key)
 	sh.mu.Lock()
-	sh.m[e.key] = e
+	sh.m[key] = e
 	sh.mu.Unlock()
-	runtime.AddCleanup(box, p.boxCollected, e)
+	runtime.SetFinalizer(box, t.finalize)
 	return box
 }
 
 // put ends the tracked lease b, or reports a double Put of it. It returns
 // false when b is not a tracked lease at all.
 func (t *tracker[T]) put(p *Pool[T], b *[]T) bool {
-	st := callers(2) // Put's caller
+	var st stack
+	runtime.Callers(3, st[:putDepth]) // Put's caller
 	key := uintptr(unsafe.Pointer(b))
 	sh := t.shard(key)
 	sh.mu.Lock()
 	e := sh.m[key]
-	if e == nil || e.box.Value() != b {
+	if e == nil {
 		sh.mu.Unlock()
-		p.badPutAt(badKey{kind: badForeign, put: st})
-		return true
+		return false
 	}
 	if e.put != nil {
 		k := badKey{kind: badDouble, put: st, get: e.get, fst: *e.put}
@@ -231,19 +231,18 @@ func (t *tracker[T]) put(p *Pool[T], b *[]T) bool {
 	return true
 }
 
-// boxCollected runs after a tracked box became garbage. If it was never Put
-// the lease can never end: release its charge, count it as leaked and keep
-// its Get stack for Check. Its array is not pooled — the holder may still
+// boxFinalized runs once a tracked box is garbage. If it was never Put the
+// lease can never end: release its charge, count it as leaked and keep its
+// Get stack for Check. Its array is not pooled — the holder may still
 // reference it through a copy of the slice.
-func (p *Pool[T]) boxCollected(e *trackedLease[T]) {
-	sh := p.tracker.shard(e.key)
+func (p *Pool[T]) boxFinalized(box *[]T) {
+	key := uintptr(unsafe.Pointer(box))
+	sh := p.tracker.shard(key)
 	sh.mu.Lock()
-	if sh.m[e.key] == e {
-		delete(sh.m, e.key)
-	}
-	wasPut := e.put != nil
+	e := sh.m[key]
+	delete(sh.m, key)
 	sh.mu.Unlock()
-	if wasPut {
+	if e == nil || e.put != nil {
 		return
 	}
 	rec := e.rec
