@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/bits"
 	"math/rand/v2"
 	"runtime"
@@ -125,6 +126,9 @@ type handle[T any] struct {
 	rec    *record[T]
 	buf    []T // the array this handle carries; cap == sizes[bucket]
 	bucket int
+	// sampleIn counts down the leases of this handle until the next one
+	// TrackEvery tracks. Only the handle's current owner touches it.
+	sampleIn int
 }
 
 // New validates o and returns an empty pool. Invalid options return an error
@@ -190,13 +194,35 @@ func (p *Pool[T]) get(n int, skip int) (*[]T, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.tracker != nil && (p.track || rand.Uint32N(p.trackEvery) == 0) {
+	if p.tracker != nil && (p.track || p.sample(h)) {
 		return p.tracker.lease(h, skip+1), nil
 	}
 	rec := h.rec
 	rec.handle = h
 	rec.buf = h.buf
 	return &rec.buf, nil
+}
+
+// sample reports whether this lease of h is one TrackEvery tracks. Gaps
+// between tracked leases are geometric, so every lease — the first of a new
+// handle as much as the thousandth of a busy one — is tracked with
+// probability 1/TrackEvery, and the hot path is one decrement of a field
+// only the handle's owner touches.
+func (p *Pool[T]) sample(h *handle[T]) bool {
+	if h.sampleIn > 1 {
+		h.sampleIn--
+		return false
+	}
+	first := h.sampleIn == 0 // a new handle: draw its first gap
+	q := 1 - 1/float64(p.trackEvery)
+	h.sampleIn = 1 + int(math.Log(1-rand.Float64())/math.Log(q))
+	if q == 0 {
+		h.sampleIn = 1 // TrackEvery 1: every lease
+	}
+	if first {
+		return p.sample(h)
+	}
+	return true
 }
 
 // acquire finds a handle with an array of the right capacity and charges
@@ -497,10 +523,11 @@ func (p *Pool[T]) release(rec *record[T], b *[]T, skip int) {
 		return // a Put racing the Get of a reused record: the holder broke the contract
 	}
 	cur := *b
-	keep, bucket := h.buf, h.bucket
-	if bucket == bigBucket || cap(cur) == 0 || unsafe.SliceData(cur) != unsafe.SliceData(keep) {
-		keep, bucket = p.chooseArray(keep, bucket, cur)
+	if h.bucket != bigBucket && cap(cur) != 0 && unsafe.SliceData(cur) == unsafe.SliceData(h.buf) {
+		p.buckets[h.bucket].Put(h) // the common case: the array it was handed
+		return
 	}
+	keep, bucket := p.chooseArray(h.buf, h.bucket, cur)
 	if cap(keep) == 0 || unsafe.SliceData(keep) != unsafe.SliceData(rec.buf) {
 		rec.buf = nil // do not keep alive an array the buckets do not hold
 	}
