@@ -295,3 +295,16 @@ func TestBucketForFindsTheSmallestBucketThatFits(t *testing.T) {
 		require.Equal(t, len(p.sizes), p.bucketFor(p.maxElems))
 	}
 }
+
+// Put's lookup relies on the record layout: one record per 64 bytes, the
+// slice header (what Get hands out) at offset 0, whatever T is.
+func TestRecordLayoutIsOneCacheLineWithTheSliceFirst(t *testing.T) {
+	check := func(size, off uintptr) {
+		require.Equal(t, uintptr(recordSize), size)
+		require.Zero(t, off)
+	}
+	check(unsafe.Sizeof(record[byte]{}), unsafe.Offsetof(record[byte]{}.buf))
+	check(unsafe.Sizeof(record[[64]uint64]{}), unsafe.Offsetof(record[[64]uint64]{}.buf))
+	check(unsafe.Sizeof(record[struct{}]{}), unsafe.Offsetof(record[struct{}]{}.buf))
+	check(unsafe.Sizeof(record[*int]{}), unsafe.Offsetof(record[*int]{}.buf))
+}
