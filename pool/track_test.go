@@ -159,3 +159,30 @@ func TestCollectedHandlesReturnTheirRecordsAndBudget(t *testing.T) {
 	}
 	require.NoError(t, p.Check())
 }
+
+// Pooled arrays are ordinary garbage, as with sync.Pool: once the leases
+// are back and the garbage collector has run, the heap shrinks to what it
+// was (measured, not assumed: records are the only thing the pool keeps).
+func TestPooledMemoryIsReturnedToTheHeapAfterGC(t *testing.T) {
+	p := newPool[byte](t, Options{MinSize: 64 << 10, MaxSize: 64 << 10, Factor: 2, MaxTotal: 1 << 30})
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	before := heap()
+	var held []*[]byte
+	for range 1024 { // 64 MiB
+		b, err := p.Get(64 << 10)
+		require.NoError(t, err)
+		held = append(held, b)
+	}
+	for _, b := range held {
+		p.Put(b)
+	}
+	held = nil
+	require.Greater(t, heap(), before+32<<20, "the arrays are pooled after Put")
+	collectUntil(t, func() bool { return heap() < before+4<<20 })
+	require.NoError(t, p.Check())
+}
