@@ -18,7 +18,9 @@ import (
 //	track     this pool with Track (every lease remembers its stack)
 //	track+budget
 //
-// Each op is Get(size), one append, Put.
+// Each op is Get(size), one append, Put. Besides wall time per op, each
+// reports cpu-ns/op, the process CPU time per op (all threads): on a shared
+// machine it is the steadier figure to compare.
 
 const (
 	benchMin    = 256
@@ -113,17 +115,21 @@ func BenchmarkGetPut(b *testing.B) {
 				name := fmt.Sprintf("mode=%s/size=%dKiB/impl=%s", mode, size>>10, impl.name)
 				b.Run(name, func(b *testing.B) {
 					b.ReportAllocs()
+					cpu0, ok := processCPU()
 					if mode == "serial" {
 						for b.Loop() {
 							impl.p.getPut(size)
 						}
-						return
+					} else {
+						b.RunParallel(func(pb *testing.PB) {
+							for pb.Next() {
+								impl.p.getPut(size)
+							}
+						})
 					}
-					b.RunParallel(func(pb *testing.PB) {
-						for pb.Next() {
-							impl.p.getPut(size)
-						}
-					})
+					if cpu1, _ := processCPU(); ok {
+						b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
+					}
 				})
 			}
 		}
