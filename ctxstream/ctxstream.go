@@ -93,6 +93,7 @@ type Iter[T any] struct {
 	ctx         context.Context // the caller's
 	life        context.Context // ctx, or a child of it that the Recv timeout and the end cancel
 	cancelLife  context.CancelCauseFunc
+	stopMu      sync.Mutex // stopAfter is set while its AfterFunc may already be running
 	stopAfter   func() bool
 	timer       *time.Timer
 	recvTimeout time.Duration
@@ -141,12 +142,15 @@ func (it *Iter[T]) start(ctx context.Context, src Source[T], c config, derive bo
 	if derive || c.recvTimeout > 0 {
 		it.life, it.cancelLife = context.WithCancelCause(ctx)
 	}
-	it.stopAfter = context.AfterFunc(it.life, it.interrupt)
 	if c.recvTimeout > 0 {
 		it.recvTimeout = c.recvTimeout
 		it.timer = time.AfterFunc(c.recvTimeout, it.recvTimedOut)
 		it.timer.Stop()
 	}
+	// The AfterFunc may run at once, on another goroutine, before AfterFunc has returned.
+	it.stopMu.Lock()
+	it.stopAfter = context.AfterFunc(it.life, it.interrupt)
+	it.stopMu.Unlock()
 	if ctx.Err() != nil {
 		it.interrupt() // now, rather than when the runtime gets to the AfterFunc
 	}
@@ -181,8 +185,11 @@ func (it *Iter[T]) end(e *ending) *ending {
 }
 
 func (it *Iter[T]) releaseSource() {
-	if it.stopAfter != nil {
-		it.stopAfter()
+	it.stopMu.Lock()
+	stopAfter := it.stopAfter
+	it.stopMu.Unlock()
+	if stopAfter != nil {
+		stopAfter()
 	}
 	if it.timer != nil {
 		it.timer.Stop()

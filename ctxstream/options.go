@@ -46,7 +46,9 @@ func WithRecvTimeout(d time.Duration) Option {
 }
 
 // WithBuffer bounds Eager's prefetch: at most n items are received from the source and not yet
-// returned by Next. n <= 0 means DefaultBuffer. Lazy ignores it.
+// returned by Next. n <= 0 means DefaultBuffer, n > MaxBuffer means MaxBuffer. Once the buffer
+// is full, the prefetch resumes when a quarter of it is free, so that a slow consumer wakes the
+// prefetch goroutine once per n/4 items rather than once per item. Lazy ignores it.
 func WithBuffer(n int) Option {
 	return func(c *config) { c.buffer = n }
 }
