@@ -434,7 +434,8 @@ ctxstream_streams_open 0
 
 // Test1000ConcurrentStreamsWithRandomCancelPoints: whatever the moment of cancellation, every
 // stream ends with the cause (or cleanly if it had ended first), within 64 items, releases
-// its source exactly once, and leaves no goroutine.
+// its source exactly once, and leaves no goroutine. Streams whose Recv stalls are cancelled
+// from another goroutine; the others by the consumer itself at a random item.
 func Test1000ConcurrentStreamsWithRandomCancelPoints(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	const streams = 1000
@@ -449,52 +450,56 @@ func Test1000ConcurrentStreamsWithRandomCancelPoints(t *testing.T) {
 		switch rng.IntN(3) {
 		case 0:
 			src = endless()
+			items = 200
 		case 1:
 			src = stallingAfter(seq(items))
 		default:
 			src = newFake(seq(items)) // may end before the cancel comes
 		}
-		cancelAt := 0
-		if !src.endless {
-			cancelAt = rng.IntN(items + 1)
-		} else {
-			cancelAt = rng.IntN(200)
-		}
+		cancelAt := rng.IntN(items + 1)
 		opts := []ctxstream.Option{ctxstream.WithCloser(src.Close)}
 		if rng.IntN(2) == 0 {
 			opts = append(opts, ctxstream.WithRecvTimeout(time.Hour))
 		}
-		wg.Add(2)
+		ctx, cancel := context.WithCancelCause(context.Background())
 		reached := make(chan struct{})
 		var cancelled atomic.Bool
-		ctx, cancel := context.WithCancelCause(context.Background())
-		go func() { // the canceller: somewhere else in the querier
-			defer wg.Done()
-			<-reached
-			for range rng.IntN(3) {
-				runtime.Gosched()
-			}
+		cancelNow := func() {
 			cancel(cause)
 			cancelled.Store(true)
-		}()
+		}
+		if src.stall {
+			wg.Add(1)
+			go func() { // the canceller: elsewhere in the querier
+				defer wg.Done()
+				<-reached
+				cancelNow()
+			}()
+		}
+		wg.Add(1)
 		go func() { // the consumer
 			defer wg.Done()
+			defer cancel(nil)
 			it := impl.new(ctx, src, opts...)
 			n, afterCancel := 0, 0
+			signal := func() {
+				if src.stall {
+					close(reached)
+				} else {
+					cancelNow()
+				}
+			}
 			if cancelAt == 0 {
-				close(reached)
+				signal()
 			}
 			for it.Next() {
 				n++
-				if n == cancelAt {
-					close(reached)
-				}
 				if cancelled.Load() {
 					afterCancel++
 				}
-			}
-			if n < cancelAt {
-				close(reached) // the source ended first
+				if n == cancelAt {
+					signal()
+				}
 			}
 			closeErr := it.Close()
 			switch {
