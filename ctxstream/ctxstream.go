@@ -258,6 +258,9 @@ func (it *Iter[T]) next() bool {
 	case kindMerge:
 		return it.nextMerge()
 	}
+	if it.life == nil {
+		return it.stop(fmt.Errorf("%w: zero Iter; build one with Lazy, Eager or Merge", ErrInvalid))
+	}
 	if it.halt.Load() {
 		return it.stop(it.haltErr())
 	}

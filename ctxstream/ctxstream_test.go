@@ -524,3 +524,99 @@ func Test1000ConcurrentStreamsWithRandomCancelPoints(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// blockedSource blocks in Recv until unblock is closed, whatever happens to the iterator: a
+// source without a closer.
+type blockedSource struct {
+	entered  chan struct{}
+	unblock  chan struct{}
+	returned atomic.Bool
+}
+
+func (s *blockedSource) Recv() (int, error) {
+	close(s.entered)
+	<-s.unblock
+	s.returned.Store(true)
+	return 0, errReleased
+}
+
+func TestEagerNextReturnsOnCancelEvenWhenRecvIgnoresIt(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	src := &blockedSource{entered: make(chan struct{}), unblock: make(chan struct{})}
+	it := ctxstream.Eager(ctx, src) // no closer: nothing can interrupt this Recv
+	go func() {
+		<-src.entered
+		cancel()
+	}()
+	require.False(t, it.Next(), "Next waits only on what the context can end")
+	require.ErrorIs(t, it.Err(), context.Canceled)
+	require.False(t, src.returned.Load(), "Recv is still stuck")
+
+	// Close must wait for the prefetch goroutine, which is inside Recv: it returns only once
+	// Recv has returned.
+	closed := make(chan bool)
+	go func() {
+		it.Close()
+		closed <- src.returned.Load()
+	}()
+	close(src.unblock)
+	require.True(t, <-closed, "Close returned only after the stuck Recv returned")
+}
+
+func TestLazyCloseReturnsAtOnceWhenRecvIgnoresIt(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	src := &blockedSource{entered: make(chan struct{}), unblock: make(chan struct{})}
+	it := ctxstream.Lazy(context.Background(), src)
+	nextDone := make(chan bool)
+	go func() { nextDone <- it.Next() }()
+	<-src.entered
+	require.NoError(t, it.Close(), "Lazy has no goroutine to wait for")
+	require.False(t, src.returned.Load(), "the consumer is still in Recv")
+	close(src.unblock)
+	require.False(t, <-nextDone)
+	require.NoError(t, it.Err(), "closed by the caller")
+}
+
+func TestCloseRacingNextOnNeverBlockingSource(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	less := func(a, b int) bool { return a < b }
+	for round := range 50 {
+		srcs := []*fakeSource{endless(), endless()}
+		var it *ctxstream.Iter[int]
+		switch round % 3 {
+		case 0:
+			it = ctxstream.Lazy(context.Background(), srcs[0], ctxstream.WithCloser(srcs[0].Close))
+			srcs = srcs[:1]
+		case 1:
+			it = ctxstream.Eager(context.Background(), srcs[0], ctxstream.WithCloser(srcs[0].Close))
+			srcs = srcs[:1]
+		default:
+			it = ctxstream.Merge(less,
+				ctxstream.Lazy(context.Background(), srcs[0], ctxstream.WithCloser(srcs[0].Close)),
+				ctxstream.Eager(context.Background(), srcs[1], ctxstream.WithCloser(srcs[1].Close)))
+		}
+		started := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			close(started)
+			for it.Next() {
+			}
+		}()
+		<-started
+		require.NoError(t, it.Close())
+		<-done
+		require.NoError(t, it.Err())
+		for _, s := range srcs {
+			require.EqualValues(t, 1, s.closes.Load())
+		}
+	}
+}
+
+func TestZeroIterIsRejectedNotPanicking(t *testing.T) {
+	var it ctxstream.Iter[int]
+	require.False(t, it.Next())
+	require.ErrorIs(t, it.Err(), ctxstream.ErrInvalid)
+	require.NoError(t, it.Close())
+}

@@ -56,8 +56,8 @@ func WithBuffer(n int) Option {
 // WithCloser sets the function that releases the source, and unblocks a Recv in progress
 // (for a gRPC client stream: cancel the stream's context). It is called exactly once, as soon as
 // the stream ends for any reason (EOF, source error, cancellation, deadline, Recv timeout, Close),
-// possibly from another goroutine while Recv is running: that is its purpose. It must not block.
-// Its error is returned by Close.
+// possibly from another goroutine while Recv is running: that is its purpose. It must not block
+// and must not call back into the iterator. Its error is returned by Close.
 func WithCloser(closer func() error) Option {
 	return func(c *config) { c.closer = closer }
 }
