@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/leaksafe/leaksafe/ctxstream"
 )
@@ -97,9 +98,75 @@ func eager(ctx context.Context, src ctxstream.Source[int]) *ctxstream.Iter[int] 
 }
 
 // BenchmarkLazy: per item, over a cancellable context, against the raw Recv + ctx.Err() loop.
+// impl=ctxstream-all ranges over All instead of calling Next/At.
 func BenchmarkLazy(b *testing.B) {
 	b.Run("impl=rawloop", func(b *testing.B) { benchPerItem(b, 0, nil) })
 	b.Run("impl=ctxstream", func(b *testing.B) { benchPerItem(b, 0, lazy) })
+	b.Run("impl=ctxstream-all", func(b *testing.B) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		it := ctxstream.Lazy(ctx, newSource(b.N, 1, 0))
+		b.ReportAllocs()
+		b.ResetTimer()
+		sum := 0
+		for v := range it.All() {
+			sum += v
+		}
+		if it.Err() != nil {
+			b.Fatal(it.Err())
+		}
+		sink = sum
+	})
+}
+
+// rawLoopWithTimer is the hand-written per-Recv timeout: a timer reset around every Recv.
+func rawLoopWithTimer(ctx context.Context, src ctxstream.Source[int], d time.Duration) (sum int, err error) {
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	t := time.AfterFunc(d, func() { cancel(ctxstream.ErrRecvTimeout) })
+	t.Stop()
+	for {
+		t.Reset(d)
+		v, err := src.Recv()
+		t.Stop()
+		if err == io.EOF {
+			return sum, nil
+		}
+		if err != nil {
+			return sum, err
+		}
+		if err := rctx.Err(); err != nil {
+			return sum, context.Cause(rctx)
+		}
+		sum += v
+	}
+}
+
+// BenchmarkLazyRecvTimeout: the price of WithRecvTimeout, against a raw loop that resets a
+// timer around every Recv.
+func BenchmarkLazyRecvTimeout(b *testing.B) {
+	run := func(b *testing.B, f func(ctx context.Context, src ctxstream.Source[int]) (int, error)) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		src := newSource(b.N, 1, 0)
+		b.ReportAllocs()
+		b.ResetTimer()
+		sum, err := f(ctx, src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sink = sum
+	}
+	b.Run("impl=rawloop+timer", func(b *testing.B) {
+		run(b, func(ctx context.Context, src ctxstream.Source[int]) (int, error) {
+			return rawLoopWithTimer(ctx, src, time.Minute)
+		})
+	})
+	b.Run("impl=ctxstream", func(b *testing.B) {
+		run(b, func(ctx context.Context, src ctxstream.Source[int]) (int, error) {
+			return drain(ctxstream.Lazy(ctx, src, ctxstream.WithRecvTimeout(time.Minute)))
+		})
+	})
 }
 
 // recvSpin makes one Recv cost about a microsecond on the project's machine.
@@ -227,4 +294,70 @@ func BenchmarkMerge(b *testing.B) {
 			sink = sum
 		})
 	}
+}
+
+// BenchmarkPaired runs anchor and ctxstream in alternating chunks of the same benchmark, so
+// that load from other processes (the project's machine is shared) hits both alike, and
+// reports ctxstream's time per item as a ratio to the anchor's ("x-anchor"; lower is better).
+func BenchmarkPaired(b *testing.B) {
+	paired := func(b *testing.B, anchor, ours func(n int) int) {
+		chunk := 1 << 14 // items per stream; each chunk opens a new stream on both sides
+		var ta, to time.Duration
+		items := 0
+		for done := 0; done < b.N; done += chunk {
+			n := min(chunk, b.N-done)
+			t0 := time.Now()
+			sink += anchor(n)
+			t1 := time.Now()
+			sink += ours(n)
+			to += time.Since(t1)
+			ta += t1.Sub(t0)
+			items += n
+		}
+		b.ReportMetric(float64(to)/float64(ta), "x-anchor")
+		b.ReportMetric(float64(ta.Nanoseconds())/float64(items), "anchor-ns/item")
+		b.ReportMetric(float64(to.Nanoseconds())/float64(items), "ours-ns/item")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	must := func(sum int, err error) int {
+		if err != nil {
+			b.Fatal(err)
+		}
+		return sum
+	}
+	b.Run("lazy", func(b *testing.B) {
+		paired(b,
+			func(n int) int { return must(rawLoop(ctx, newSource(n, 1, 0))) },
+			func(n int) int { return must(drain(ctxstream.Lazy(ctx, newSource(n, 1, 0)))) })
+	})
+	b.Run("lazy-all", func(b *testing.B) {
+		paired(b,
+			func(n int) int { return must(rawLoop(ctx, newSource(n, 1, 0))) },
+			func(n int) int {
+				it, sum := ctxstream.Lazy(ctx, newSource(n, 1, 0)), 0
+				for v := range it.All() {
+					sum += v
+				}
+				return must(sum, it.Err())
+			})
+	})
+	b.Run("eager/recv=1us", func(b *testing.B) {
+		paired(b,
+			func(n int) int { return must(rawLoop(ctx, newSource(n, 1, recvSpin))) },
+			func(n int) int { return must(drain(ctxstream.Eager(ctx, newSource(n, 1, recvSpin)))) })
+	})
+	b.Run("merge/streams=16", func(b *testing.B) {
+		less := func(a, b int) bool { return a < b }
+		paired(b,
+			func(n int) int { return must(heapMergeSum(ctx, mergeSources(n, 16))) },
+			func(n int) int {
+				srcs := mergeSources(n, 16)
+				its := make([]*ctxstream.Iter[int], len(srcs))
+				for i, s := range srcs {
+					its[i] = ctxstream.Lazy(ctx, s)
+				}
+				return must(drain(ctxstream.Merge(less, its...)))
+			})
+	})
 }

@@ -325,8 +325,21 @@ func (it *Iter[T]) Close() error {
 func (it *Iter[T]) All() iter.Seq[T] {
 	return func(yield func(T) bool) {
 		defer it.Close()
-		for it.Next() {
-			if !yield(it.cur) {
+		for {
+			if it.budget > 0 && !it.halt.Load() { // Next's short path, without a call per item
+				v, err := it.src.Recv()
+				if err != nil {
+					it.stop(it.recvEnding(err).err)
+					return
+				}
+				it.cur = v
+				it.budget--
+				if !yield(v) {
+					return
+				}
+				continue
+			}
+			if !it.next() || !yield(it.cur) {
 				return
 			}
 		}
