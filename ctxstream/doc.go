@@ -34,7 +34,9 @@
 //     the end of a range over All (break, return, panic). It is registered with
 //     context.AfterFunc, so it reaches a Recv blocked on another goroutine; Lazy starts no
 //     goroutine at all, and nothing starts one per Recv.
-//   - Next never waits on anything the context cannot end. Once ctx is done, Next returns
+//   - Nothing waits on what the context cannot end: Lazy's Next waits only inside Recv, which
+//     the closer releases; Eager's Next waits on channels that ctx, the Recv timeout and Close
+//     all close, even while its goroutine is stuck in Recv. Once ctx is done, Next returns
 //     false within 64 items even for a source that never blocks (the hot path reads an atomic
 //     flag set by the AfterFunc, and ctx.Err() once every 64 items), and Err returns
 //     context.Cause(ctx).
