@@ -147,9 +147,11 @@ func (it *Iter[T]) start(ctx context.Context, src Source[T], c config, derive bo
 		it.timer = time.AfterFunc(c.recvTimeout, it.recvTimedOut)
 		it.timer.Stop()
 	}
-	// The AfterFunc may run at once, on another goroutine, before AfterFunc has returned.
+	// The AfterFunc may run, and end the stream, before AfterFunc has returned; releaseSource
+	// then finds no stop function, which is right: there is nothing left to stop.
+	stop := context.AfterFunc(it.life, it.interrupt)
 	it.stopMu.Lock()
-	it.stopAfter = context.AfterFunc(it.life, it.interrupt)
+	it.stopAfter = stop
 	it.stopMu.Unlock()
 	if ctx.Err() != nil {
 		it.interrupt() // now, rather than when the runtime gets to the AfterFunc
@@ -208,6 +210,9 @@ func (it *Iter[T]) stop(err error) bool {
 	it.done, it.budget, it.err = true, 0, err
 	var zero T
 	it.cur = zero
+	if it.eager != nil {
+		it.eager.ring = nil // items prefetched and never returned are garbage now
+	}
 	return false
 }
 
@@ -311,8 +316,8 @@ func (it *Iter[T]) Close() error {
 	if it.kind == kindMerge {
 		return it.closeMerge()
 	}
-	it.halt.Store(true) // stop the consumer even with buffered items
 	it.end(endedByClose)
+	it.halt.Store(true) // stop the consumer even with buffered items; after end: halt implies an ending
 	if it.eager != nil {
 		<-it.eager.done
 	}

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -223,7 +225,7 @@ func TestCloseFromAnotherGoroutineUnblocksNext(t *testing.T) {
 			got := collect(it)
 			// Lazy has returned both items before Recv stalls; Eager stops at once on Close,
 			// even with items already prefetched.
-			require.Equal(t, seq(len(got)), got)
+			require.True(t, slices.Equal(seq(len(got)), got), "a prefix of the stream: %v", got)
 			if impl.name == "lazy" {
 				require.Len(t, got, 2)
 			}
@@ -619,4 +621,32 @@ func TestZeroIterIsRejectedNotPanicking(t *testing.T) {
 	require.False(t, it.Next())
 	require.ErrorIs(t, it.Err(), ctxstream.ErrInvalid)
 	require.NoError(t, it.Close())
+}
+
+// bigSource hands out 1 MiB responses and keeps a weak pointer to each.
+type bigSource struct {
+	sent []weak.Pointer[[1 << 20]byte]
+}
+
+func (s *bigSource) Recv() (*[1 << 20]byte, error) {
+	b := new([1 << 20]byte)
+	s.sent = append(s.sent, weak.Make(b))
+	return b, nil
+}
+
+func TestEagerRingDoesNotKeepReturnedItemsAlive(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	src := &bigSource{}
+	it := ctxstream.Eager[*[1 << 20]byte](context.Background(), src, ctxstream.WithBuffer(4))
+	for range 3 {
+		require.True(t, it.Next())
+	}
+	require.NoError(t, it.Close()) // the goroutine has exited: src.sent is ours to read
+	require.False(t, it.Next())
+	require.True(t, it.At() == nil, "At is the zero value after the end")
+	runtime.GC()
+	for i, w := range src.sent {
+		require.True(t, w.Value() == nil, "response %d of %d is still reachable", i, len(src.sent))
+	}
+	runtime.KeepAlive(it) // the iterator itself, with its ring, holds none of them
 }

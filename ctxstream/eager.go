@@ -36,7 +36,7 @@ func Eager[T any](ctx context.Context, src Source[T], opts ...Option) *Iter[T] {
 	e.mask = uint64(ringLen - 1)
 	e.size = uint64(n)
 	e.lowWater = max(1, e.size/4)
-	go it.produce()
+	go it.produce(e.ring) // its own reference: the consumer drops e.ring when it stops
 	return it
 }
 
@@ -68,7 +68,7 @@ type eagerState[T any] struct {
 	done  chan struct{} // closed when the producer has exited
 }
 
-func (it *Iter[T]) produce() {
+func (it *Iter[T]) produce(ring []T) {
 	e := it.eager
 	defer close(e.done)
 	var tail uint64
@@ -100,7 +100,7 @@ func (it *Iter[T]) produce() {
 			it.recvEnding(err)
 			return
 		}
-		e.ring[tail&e.mask] = v
+		ring[tail&e.mask] = v
 		tail++
 		e.tail.Store(tail)
 		if e.cwaiting.Load() && e.cwaiting.CompareAndSwap(true, false) {
@@ -183,7 +183,7 @@ func (it *Iter[T]) eagerWait() bool {
 				e.snap = t
 				return true
 			}
-			return it.stop(it.ending.Load().err)
+			return it.stop(it.ending.Load().err) // the producer exits only after an ending
 		case <-it.life.Done():
 			e.cwaiting.Store(false)
 			w := it.end(interruptedBy(context.Cause(it.life)))
