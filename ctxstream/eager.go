@@ -41,9 +41,11 @@ func Eager[T any](ctx context.Context, src Source[T], opts ...Option) *Iter[T] {
 }
 
 // eagerState is a single-producer single-consumer ring. The producer publishes tail after
-// writing a slot, the consumer publishes head after clearing one; each side sleeps on a
-// one-token channel only after announcing it (cwaiting, pwaiting) and looking again, so a
-// wake-up is never lost and never needed while both sides are busy.
+// writing a slot, the consumer publishes head after clearing one; each side reads the other's
+// index only when it looks full (producer) or empty (consumer). A side sleeps on a one-token
+// channel only after announcing it (cwaiting, pwaiting) and looking again; the other side
+// publishes its index before reading the announcement, so a wake-up is never lost, and none is
+// needed while both sides are busy.
 type eagerState[T any] struct {
 	ring     []T
 	mask     uint64
@@ -51,9 +53,11 @@ type eagerState[T any] struct {
 	lowWater uint64 // free this many slots before waking a producer that waits for space
 
 	// consumer-owned
-	h         uint64 // next slot to read
-	snap      uint64 // tail as last seen
-	published uint64 // head as last published
+	h    uint64 // next slot to read
+	snap uint64 // tail as last seen
+
+	// producer-owned
+	headSeen uint64 // head as last seen: the producer reads head only when it looks full
 
 	_        [64]byte
 	tail     atomic.Uint64 // written by the producer
@@ -76,9 +80,12 @@ func (it *Iter[T]) produce(ring []T) {
 		if it.halt.Load() {
 			return
 		}
-		if tail-e.head.Load() >= e.size {
+		if tail-e.headSeen >= e.size {
+			if e.headSeen = e.head.Load(); tail-e.headSeen < e.size {
+				continue
+			}
 			e.pwaiting.Store(true)
-			if tail-e.head.Load() >= e.size {
+			if tail-e.head.Load() >= e.size { // look again after announcing: no lost wake-up
 				select {
 				case <-e.space:
 				case <-it.life.Done():
@@ -129,8 +136,10 @@ func (it *Iter[T]) nextEager() bool {
 	*slot = zero // the ring must not keep a returned response alive
 	e.h++
 	it.n++
-	if e.h-e.published >= e.lowWater && e.pwaiting.Load() {
-		e.publishHead()
+	e.head.Store(e.h)
+	// A producer waiting for space is woken once a quarter of the ring is free, not per item.
+	if e.pwaiting.Load() && e.size-(e.tail.Load()-e.h) >= e.lowWater {
+		e.wakeProducer()
 	}
 	return true
 }
@@ -148,9 +157,7 @@ func (it *Iter[T]) ctxEnded() error {
 	return context.Cause(it.ctx)
 }
 
-func (e *eagerState[T]) publishHead() {
-	e.published = e.h
-	e.head.Store(e.h)
+func (e *eagerState[T]) wakeProducer() {
 	if e.pwaiting.Load() && e.pwaiting.CompareAndSwap(true, false) {
 		select {
 		case e.space <- struct{}{}:
@@ -168,7 +175,7 @@ func (it *Iter[T]) eagerWait() bool {
 			e.snap = t
 			return true
 		}
-		e.publishHead() // all consumed: give the producer the whole ring
+		e.wakeProducer() // all consumed: the whole ring is free
 		e.cwaiting.Store(true)
 		if t := e.tail.Load(); t != e.h {
 			e.cwaiting.Store(false)
