@@ -1,0 +1,255 @@
+package tsdbx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunks"
+	"github.com/prometheus/prometheus/tsdb/index"
+)
+
+// phase names one step of a full head compaction. They label the waiting metric.
+type phase string
+
+const (
+	phaseDrain    phase = "drain_appenders" // waiting for appenders opened before the compaction
+	phaseInOrder  phase = "in_order"        // db.CompactHead per block range; waits for overlapping queriers
+	phaseOOO      phase = "out_of_order"    // db.CompactOOOHead; waits for queriers on OOO chunks
+	phaseEvict    phase = "evict_empty"     // dropping series that hold no sample; waits for queriers
+	phaseFinished phase = ""
+)
+
+var phases = []phase{phaseDrain, phaseInOrder, phaseOOO, phaseEvict}
+
+// The DB calls that write blocks, as variables so tests can inject faults.
+var (
+	dbCompactHead    = (*tsdb.DB).CompactHead
+	dbCompactOOOHead = (*tsdb.DB).CompactOOOHead
+)
+
+// CompactHead persists everything the head of db holds to blocks and empties
+// the head: the whole in-order head (not only the part older than 1.5 block
+// ranges, as db.Compact does), then always the out-of-order head, then series
+// left without any sample (created by rolled-back appenders). Afterwards
+// db.Head().NumSeries() is 0 unless something was appended meanwhile.
+//
+// This is the fix of Cortex PR #6108 / Mimir #4180 for the incident where idle
+// compaction called db.CompactHead but never db.CompactOOOHead, so a tenant
+// that had ingested out-of-order samples kept its series in memory forever.
+//
+// The in-order head is written in block-aligned ranges no longer than the DB's
+// block range (tsdb.Options.MinBlockDuration). An in-order head that holds no
+// sample is not touched: db.CompactHead on it would still move the head's
+// MinTime forward by 1 ms per call and reject appends in that millisecond.
+//
+// Every phase runs even if an earlier one failed; the errors are joined. ctx is
+// checked before each phase and between block ranges; a phase that has started
+// runs to its end, because Prometheus' head truncation waits without
+// cancellation for open queriers overlapping the truncated range. A querier
+// that is never closed therefore blocks CompactHead forever: IdleCompactor
+// exposes that wait as the leaksafe_tsdbx_compaction_waiting_seconds metric.
+//
+// Appends made directly through db while CompactHead runs are not coordinated:
+// an appender opened before the call and committed during it can write into
+// the range just truncated and lose samples, with or without isolation. Route
+// appends through IdleCompactor.Appendable, or stop them, before calling it.
+func CompactHead(ctx context.Context, db *tsdb.DB) error {
+	return compactHead(ctx, db, nil)
+}
+
+// compactHead is CompactHead reporting each phase it enters to enter (may be nil).
+func compactHead(ctx context.Context, db *tsdb.DB, enter func(phase)) error {
+	if db == nil {
+		return ErrNilDB
+	}
+	if enter == nil {
+		enter = func(phase) {}
+	}
+	defer enter(phaseFinished)
+
+	var errs []error
+	for _, step := range []struct {
+		phase phase
+		run   func(context.Context, *tsdb.DB) error
+	}{
+		{phaseInOrder, compactInOrderHead},
+		{phaseOOO, compactOOOHead},
+		{phaseEvict, evictEmptySeries},
+	} {
+		enter(step.phase)
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("tsdbx: head compaction stopped before %s phase: %w", step.phase, err))
+			break
+		}
+		if err := step.run(ctx, db); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// compactInOrderHead writes the in-order head up to its MaxTime at the start
+// of the call, one block range at a time, and truncates the head behind it.
+func compactInOrderHead(ctx context.Context, db *tsdb.DB) error {
+	head := db.Head()
+	mint, maxt := head.MinTime(), head.MaxTime()
+	if mint > maxt {
+		// A head that never received a sample has MinTime MaxInt64 and MaxTime MinInt64.
+		return nil
+	}
+	has, err := hasInOrderSamples(ctx, head, mint, maxt)
+	if err != nil {
+		return fmt.Errorf("tsdbx: scan in-order head: %w", err)
+	}
+	if !has {
+		return nil
+	}
+	width, err := blockRange(ctx, head)
+	if err != nil {
+		return fmt.Errorf("tsdbx: read block range: %w", err)
+	}
+
+	for lo := mint; ; {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("tsdbx: in-order head compaction stopped at %d: %w", lo, err)
+		}
+		hi := min(blockLastMillisecond(lo, width), maxt)
+		// RangeHead's bounds are inclusive on both ends; the block it yields is
+		// [lo, hi+1) and db.CompactHead truncates the head below hi+1.
+		if err := dbCompactHead(db, tsdb.NewRangeHead(head, lo, hi)); err != nil {
+			return fmt.Errorf("tsdbx: compact in-order head range [%d, %d]: %w", lo, hi, err)
+		}
+		if hi >= maxt {
+			return nil
+		}
+		// After truncation the head's MinTime jumps to its oldest remaining
+		// sample, so empty block ranges in between (a far-future sample) are
+		// skipped instead of walked one by one.
+		lo = max(hi+1, head.MinTime())
+		if lo > maxt {
+			return nil
+		}
+	}
+}
+
+func compactOOOHead(ctx context.Context, db *tsdb.DB) error {
+	if err := dbCompactOOOHead(db, ctx); err != nil {
+		return fmt.Errorf("tsdbx: compact out-of-order head: %w", err)
+	}
+	return nil
+}
+
+// evictEmptySeries removes series that hold no sample at all. A rolled-back
+// appender leaves the series it created in the head; Prometheus drops them only
+// at the next head truncation, which never comes for an idle tenant, so its
+// series count would never reach zero. db.CompactSelectedSeries evicts them
+// without moving the head's MinTime, and itself skips series with pending
+// commits or out-of-order data.
+func evictEmptySeries(ctx context.Context, db *tsdb.DB) error {
+	head := db.Head()
+	if head.NumSeries() == 0 {
+		return nil
+	}
+	refs, err := seriesWithoutInOrderSamples(ctx, head)
+	if err != nil {
+		return fmt.Errorf("tsdbx: scan head for empty series: %w", err)
+	}
+	if len(refs) == 0 {
+		return nil
+	}
+	if err := db.CompactSelectedSeries(refs); err != nil {
+		return fmt.Errorf("tsdbx: evict %d empty series: %w", len(refs), err)
+	}
+	return nil
+}
+
+// hasInOrderSamples reports whether any series has an in-order chunk
+// overlapping [mint, maxt]. A chunk's MaxTime is its newest sample, so an
+// overlapping chunk always has a sample inside the range when maxt is the
+// head's MaxTime. The scan stops at the first hit.
+func hasInOrderSamples(ctx context.Context, head *tsdb.Head, mint, maxt int64) (bool, error) {
+	found := false
+	err := forEachSeries(ctx, head, mint, maxt, func(_ storage.SeriesRef, chks []chunks.Meta) bool {
+		found = len(chks) > 0
+		return !found
+	})
+	return found, err
+}
+
+func seriesWithoutInOrderSamples(ctx context.Context, head *tsdb.Head) ([]storage.SeriesRef, error) {
+	var refs []storage.SeriesRef
+	err := forEachSeries(ctx, head, math.MinInt64, math.MaxInt64, func(ref storage.SeriesRef, chks []chunks.Meta) bool {
+		if len(chks) == 0 {
+			refs = append(refs, ref)
+		}
+		return true
+	})
+	return refs, err
+}
+
+// forEachSeries calls fn with every head series and its in-order chunks
+// overlapping [mint, maxt], until fn returns false.
+func forEachSeries(ctx context.Context, head *tsdb.Head, mint, maxt int64, fn func(storage.SeriesRef, []chunks.Meta) bool) error {
+	ir, err := tsdb.NewRangeHead(head, mint, maxt).Index()
+	if err != nil {
+		return err
+	}
+	defer ir.Close()
+	name, value := index.AllPostingsKey()
+	p, err := ir.Postings(ctx, name, value)
+	if err != nil {
+		return err
+	}
+	var (
+		builder labels.ScratchBuilder
+		chks    []chunks.Meta
+	)
+	for p.Next() {
+		err := ir.Series(p.At(), &builder, &chks)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue // garbage-collected since the postings were read
+		}
+		if err != nil {
+			return err
+		}
+		if !fn(p.At(), chks) {
+			return nil
+		}
+	}
+	return p.Err()
+}
+
+// blockRange returns the head's chunk range, which tsdb.Open sets to
+// Options.MinBlockDuration: the width of the blocks head compaction writes.
+// tsdb.DB exposes it only through the out-of-order compaction head. Building
+// one cuts a new WBL segment and m-maps the open out-of-order head chunks;
+// both are steps the out-of-order phase takes next anyway, and nothing is
+// truncated until a compaction head is passed to the DB.
+func blockRange(ctx context.Context, head *tsdb.Head) (int64, error) {
+	och, err := tsdb.NewOOOCompactionHead(ctx, head)
+	if err != nil {
+		return 0, err
+	}
+	if och.ChunkRange() <= 0 {
+		return 0, fmt.Errorf("head chunk range is %d", och.ChunkRange())
+	}
+	return och.ChunkRange(), nil
+}
+
+// blockLastMillisecond returns the last millisecond of the block-aligned range
+// of the given width that holds t, without overflowing at the ends of int64.
+func blockLastMillisecond(t, width int64) int64 {
+	q := t / width
+	if t%width < 0 {
+		q-- // floor, not truncation toward zero
+	}
+	if q >= math.MaxInt64/width {
+		return math.MaxInt64
+	}
+	return (q+1)*width - 1
+}
