@@ -38,6 +38,7 @@ type IdleCompactor struct {
 	// Test seams.
 	newTicker func(time.Duration) (<-chan time.Time, func())
 	onPhase   func(phase)
+	onCheck   func(compacted bool, err error) // after each of Run's checks
 }
 
 // NewIdleCompactor returns a compactor for db. It rejects a nil db and
@@ -130,8 +131,12 @@ func (c *IdleCompactor) Run(ctx context.Context) error {
 			return nil
 		case <-ticks:
 		}
-		if _, err := c.CompactIfIdle(ctx); err != nil && ctx.Err() == nil {
+		compacted, err := c.CompactIfIdle(ctx)
+		if err != nil && ctx.Err() == nil {
 			c.logger.Error("idle head compaction failed, retrying at the next check", "err", err, "retry_in", c.opts.CheckInterval)
+		}
+		if c.onCheck != nil {
+			c.onCheck(compacted, err)
 		}
 	}
 }

@@ -66,6 +66,11 @@ func newIdleMetrics(c *IdleCompactor) *idleMetrics {
 			Help: "Appenders opened through Appendable and not yet committed or rolled back. A value that never drops is a leaked appender.",
 		}, func() float64 { return float64(c.gate.appendersInFlight()) }),
 	}
+	// Export every trigger from the start, so rate() and absent() work before the first compaction.
+	for _, trigger := range []string{triggerIdle, triggerNow} {
+		m.compactions.WithLabelValues(trigger)
+		m.failures.WithLabelValues(trigger)
+	}
 	for _, p := range phases {
 		m.waiting = append(m.waiting, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "leaksafe_tsdbx_compaction_waiting_seconds",
