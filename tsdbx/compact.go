@@ -59,34 +59,45 @@ var (
 // the range just truncated and lose samples, with or without isolation. Route
 // appends through IdleCompactor.Appendable, or stop them, before calling it.
 func CompactHead(ctx context.Context, db *tsdb.DB) error {
-	return compactHead(ctx, db, nil)
+	return fullCompaction{db: db}.run(ctx)
 }
 
-// compactHead is CompactHead reporting each phase it enters to enter (may be nil).
-func compactHead(ctx context.Context, db *tsdb.DB, enter func(phase)) error {
-	if db == nil {
+// fullCompaction is one CompactHead call with optional hooks.
+type fullCompaction struct {
+	db *tsdb.DB
+	// enter is told each phase as it starts (the waiting metric); may be nil.
+	enter func(phase)
+	// blockRange returns the DB's block range; nil derives it on every call.
+	blockRange func(context.Context, *tsdb.Head) (int64, error)
+}
+
+func (fc fullCompaction) run(ctx context.Context) error {
+	if fc.db == nil {
 		return ErrNilDB
 	}
-	if enter == nil {
-		enter = func(phase) {}
+	if fc.enter == nil {
+		fc.enter = func(phase) {}
 	}
-	defer enter(phaseFinished)
+	if fc.blockRange == nil {
+		fc.blockRange = blockRange
+	}
+	defer fc.enter(phaseFinished)
 
 	var errs []error
 	for _, step := range []struct {
 		phase phase
 		run   func(context.Context, *tsdb.DB) error
 	}{
-		{phaseInOrder, compactInOrderHead},
+		{phaseInOrder, fc.compactInOrderHead},
 		{phaseOOO, compactOOOHead},
 		{phaseEvict, evictEmptySeries},
 	} {
-		enter(step.phase)
+		fc.enter(step.phase)
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, fmt.Errorf("tsdbx: head compaction stopped before %s phase: %w", step.phase, err))
 			break
 		}
-		if err := step.run(ctx, db); err != nil {
+		if err := step.run(ctx, fc.db); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -95,7 +106,7 @@ func compactHead(ctx context.Context, db *tsdb.DB, enter func(phase)) error {
 
 // compactInOrderHead writes the in-order head up to its MaxTime at the start
 // of the call, one block range at a time, and truncates the head behind it.
-func compactInOrderHead(ctx context.Context, db *tsdb.DB) error {
+func (fc fullCompaction) compactInOrderHead(ctx context.Context, db *tsdb.DB) error {
 	head := db.Head()
 	mint, maxt := head.MinTime(), head.MaxTime()
 	if mint > maxt {
@@ -109,7 +120,7 @@ func compactInOrderHead(ctx context.Context, db *tsdb.DB) error {
 	if !has {
 		return nil
 	}
-	width, err := blockRange(ctx, head)
+	width, err := fc.blockRange(ctx, head)
 	if err != nil {
 		return fmt.Errorf("tsdbx: read block range: %w", err)
 	}

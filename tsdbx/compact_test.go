@@ -233,11 +233,11 @@ func TestCompactHeadChecksContextBetweenPhases(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 
-		err := compactHead(ctx, db.DB, func(p phase) {
+		err := fullCompaction{db: db.DB, enter: func(p phase) {
 			if p == phaseOOO {
 				cancel()
 			}
-		})
+		}}.run(ctx)
 
 		require.ErrorIs(t, err, context.Canceled)
 		require.EqualValues(t, incidentWorkload.oooSeries, db.Head().NumSeries(),

@@ -232,6 +232,13 @@ func (w workload) outOfOrder() []sample {
 func (w workload) load(t testing.TB, a storage.Appendable) *dataset {
 	t.Helper()
 	want := newDataset()
+	w.loadInto(t, a, want)
+	return want
+}
+
+// loadInto is load adding to an existing dataset.
+func (w workload) loadInto(t testing.TB, a storage.Appendable, want *dataset) {
+	t.Helper()
 	for _, batch := range [][]sample{w.inOrder(), w.outOfOrder()} {
 		for len(batch) > 0 {
 			n := min(len(batch), 5000)
@@ -239,7 +246,6 @@ func (w workload) load(t testing.TB, a storage.Appendable) *dataset {
 			batch = batch[n:]
 		}
 	}
-	return want
 }
 
 // readAll returns every sample the DB serves through db.Querier, in canonical form.
