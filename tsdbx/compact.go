@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/chunkenc"
 	"github.com/prometheus/prometheus/tsdb/chunks"
 	"github.com/prometheus/prometheus/tsdb/index"
 )
@@ -106,6 +109,9 @@ func (fc fullCompaction) run(ctx context.Context) error {
 
 // compactInOrderHead writes the in-order head up to its MaxTime at the start
 // of the call, one block range at a time, and truncates the head behind it.
+// Only block ranges that hold samples are compacted: a far-future sample makes
+// the head span thousands of empty ranges, and the head's own MinTime cannot
+// be used to skip them because a series with only out-of-order data pins it.
 func (fc fullCompaction) compactInOrderHead(ctx context.Context, db *tsdb.DB) error {
 	head := db.Head()
 	mint, maxt := head.MinTime(), head.MaxTime()
@@ -113,39 +119,35 @@ func (fc fullCompaction) compactInOrderHead(ctx context.Context, db *tsdb.DB) er
 		// A head that never received a sample has MinTime MaxInt64 and MaxTime MinInt64.
 		return nil
 	}
-	has, err := hasInOrderSamples(ctx, head, mint, maxt)
-	if err != nil {
-		return fmt.Errorf("tsdbx: scan in-order head: %w", err)
-	}
-	if !has {
+	// A head without in-order samples must not reach db.CompactHead at all,
+	// but finding that out needs no block range: scan with the widest one.
+	if has, err := hasInOrderSamples(ctx, head, mint, maxt); err != nil || !has {
+		if err != nil {
+			return fmt.Errorf("tsdbx: scan in-order head: %w", err)
+		}
 		return nil
 	}
 	width, err := fc.blockRange(ctx, head)
 	if err != nil {
 		return fmt.Errorf("tsdbx: read block range: %w", err)
 	}
-
-	for lo := mint; ; {
+	ends, err := blocksWithSamples(ctx, head, mint, maxt, width)
+	if err != nil {
+		return fmt.Errorf("tsdbx: scan in-order head: %w", err)
+	}
+	for _, hi := range ends {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("tsdbx: in-order head compaction stopped at %d: %w", lo, err)
+			return fmt.Errorf("tsdbx: in-order head compaction stopped before range ending at %d: %w", hi, err)
 		}
-		hi := min(blockLastMillisecond(lo, width), maxt)
+		lo := max(blockFirstMillisecond(hi, width), mint)
+		hi = min(hi, maxt)
 		// RangeHead's bounds are inclusive on both ends; the block it yields is
 		// [lo, hi+1) and db.CompactHead truncates the head below hi+1.
 		if err := dbCompactHead(db, tsdb.NewRangeHead(head, lo, hi)); err != nil {
 			return fmt.Errorf("tsdbx: compact in-order head range [%d, %d]: %w", lo, hi, err)
 		}
-		if hi >= maxt {
-			return nil
-		}
-		// After truncation the head's MinTime jumps to its oldest remaining
-		// sample, so empty block ranges in between (a far-future sample) are
-		// skipped instead of walked one by one.
-		lo = max(hi+1, head.MinTime())
-		if lo > maxt {
-			return nil
-		}
 	}
+	return nil
 }
 
 func compactOOOHead(ctx context.Context, db *tsdb.DB) error {
@@ -190,6 +192,72 @@ func hasInOrderSamples(ctx context.Context, head *tsdb.Head, mint, maxt int64) (
 		return !found
 	})
 	return found, err
+}
+
+// blocksWithSamples returns, ascending, the last millisecond of every
+// block-aligned range of the given width that holds an in-order sample in
+// [mint, maxt]. A chunk whose first sample and the range's end (maxt, or the
+// chunk's MaxTime, which the head reports as MaxInt64 for the open chunk) fall
+// in the same block range is settled from its metadata; only a chunk that may
+// cross a block boundary is read, to find the ranges its samples are in.
+func blocksWithSamples(ctx context.Context, head *tsdb.Head, mint, maxt, width int64) ([]int64, error) {
+	rh := tsdb.NewRangeHead(head, mint, maxt)
+	cr, err := rh.Chunks()
+	if err != nil {
+		return nil, err
+	}
+	// Closing ends the read registered for isolation: head truncation,
+	// which comes next, would otherwise wait for this very scan.
+	defer cr.Close()
+
+	ends := map[int64]struct{}{}
+	var (
+		it      chunkenc.Iterator
+		readErr error
+	)
+	err = forEachSeries(ctx, head, mint, maxt, func(_ storage.SeriesRef, chks []chunks.Meta) bool {
+		for _, meta := range chks {
+			first := blockLastMillisecond(max(meta.MinTime, mint), width)
+			if first >= min(meta.MaxTime, maxt) {
+				ends[first] = struct{}{}
+				continue
+			}
+			chk, iterable, err := cr.ChunkOrIterable(meta)
+			if err != nil {
+				readErr = err
+				return false
+			}
+			if chk != nil {
+				it = chk.Iterator(it)
+			} else {
+				it = iterable.Iterator(it)
+			}
+			last := int64(math.MinInt64)
+			for it.Next() != chunkenc.ValNone {
+				t := it.AtT()
+				if t < mint || t <= last {
+					continue
+				}
+				if t > maxt {
+					break
+				}
+				last = blockLastMillisecond(t, width)
+				ends[last] = struct{}{}
+			}
+			if err := it.Err(); err != nil {
+				readErr = err
+				return false
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = readErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return slices.Sorted(maps.Keys(ends)), nil
 }
 
 func seriesWithoutInOrderSamples(ctx context.Context, head *tsdb.Head) ([]storage.SeriesRef, error) {
@@ -250,6 +318,15 @@ func blockRange(ctx context.Context, head *tsdb.Head) (int64, error) {
 		return 0, fmt.Errorf("head chunk range is %d", och.ChunkRange())
 	}
 	return och.ChunkRange(), nil
+}
+
+// blockFirstMillisecond returns the first millisecond of the block-aligned
+// range of the given width whose last millisecond is end.
+func blockFirstMillisecond(end, width int64) int64 {
+	if end < math.MinInt64+(width-1) {
+		return math.MinInt64
+	}
+	return end - (width - 1)
 }
 
 // blockLastMillisecond returns the last millisecond of the block-aligned range
