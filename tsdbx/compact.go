@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
+	"weak"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -70,8 +73,6 @@ type fullCompaction struct {
 	db *tsdb.DB
 	// enter is told each phase as it starts (the waiting metric); may be nil.
 	enter func(phase)
-	// blockRange returns the DB's block range; nil derives it on every call.
-	blockRange func(context.Context, *tsdb.Head) (int64, error)
 }
 
 func (fc fullCompaction) run(ctx context.Context) error {
@@ -80,9 +81,6 @@ func (fc fullCompaction) run(ctx context.Context) error {
 	}
 	if fc.enter == nil {
 		fc.enter = func(phase) {}
-	}
-	if fc.blockRange == nil {
-		fc.blockRange = blockRange
 	}
 	defer fc.enter(phaseFinished)
 
@@ -127,7 +125,7 @@ func (fc fullCompaction) compactInOrderHead(ctx context.Context, db *tsdb.DB) er
 		}
 		return nil
 	}
-	width, err := fc.blockRange(ctx, head)
+	width, err := blockRange(ctx, db)
 	if err != nil {
 		return fmt.Errorf("tsdbx: read block range: %w", err)
 	}
@@ -303,21 +301,34 @@ func forEachSeries(ctx context.Context, head *tsdb.Head, mint, maxt int64, fn fu
 	return p.Err()
 }
 
+// blockRanges caches each open DB's block range, keyed weakly so that a DB
+// that is closed and dropped leaves no entry behind.
+var blockRanges sync.Map // weak.Pointer[tsdb.DB] -> int64
+
 // blockRange returns the head's chunk range, which tsdb.Open sets to
 // Options.MinBlockDuration: the width of the blocks head compaction writes.
 // tsdb.DB exposes it only through the out-of-order compaction head. Building
-// one cuts a new WBL segment and m-maps the open out-of-order head chunks;
-// both are steps the out-of-order phase takes next anyway, and nothing is
-// truncated until a compaction head is passed to the DB.
-func blockRange(ctx context.Context, head *tsdb.Head) (int64, error) {
-	och, err := tsdb.NewOOOCompactionHead(ctx, head)
+// one cuts (and fsyncs) a new WBL segment and m-maps the open out-of-order
+// head chunks: steps the out-of-order phase takes next anyway, and nothing is
+// truncated until a compaction head is passed to the DB. The range never
+// changes while the DB is open, so this happens once per DB.
+func blockRange(ctx context.Context, db *tsdb.DB) (int64, error) {
+	key := weak.Make(db)
+	if w, ok := blockRanges.Load(key); ok {
+		return w.(int64), nil
+	}
+	och, err := tsdb.NewOOOCompactionHead(ctx, db.Head())
 	if err != nil {
 		return 0, err
 	}
-	if och.ChunkRange() <= 0 {
-		return 0, fmt.Errorf("head chunk range is %d", och.ChunkRange())
+	w := och.ChunkRange()
+	if w <= 0 {
+		return 0, fmt.Errorf("head chunk range is %d", w)
 	}
-	return och.ChunkRange(), nil
+	if _, loaded := blockRanges.LoadOrStore(key, w); !loaded {
+		runtime.AddCleanup(db, func(k weak.Pointer[tsdb.DB]) { blockRanges.Delete(k) }, key)
+	}
+	return w, nil
 }
 
 // blockFirstMillisecond returns the first millisecond of the block-aligned

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"testing"
+	"weak"
 
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/stretchr/testify/require"
@@ -332,5 +334,28 @@ func TestCompactHeadRunsEveryPhaseAndJoinsTheirErrors(t *testing.T) {
 			require.Zero(t, db.Head().NumSeries())
 			requireExactly(t, db.DB, want)
 		})
+	}
+}
+
+// The block-range cache is keyed weakly: closing and dropping a DB (a tenant
+// that went away) must not leave its entry behind.
+func TestBlockRangeCacheForgetsDroppedDBs(t *testing.T) {
+	db := openTestDB(t, dbConfig{blockRange: hour})
+	appendCommitted(t, db, newDataset(), sample{0, 1000})
+	require.NoError(t, CompactHead(context.Background(), db.DB))
+	key := weak.Make(db.DB)
+	w, ok := blockRanges.Load(key)
+	require.True(t, ok)
+	require.Equal(t, hour, w)
+
+	require.NoError(t, db.Close())
+	db.DB = nil
+	for i := 0; ; i++ {
+		runtime.GC()
+		if _, ok := blockRanges.Load(key); !ok {
+			return
+		}
+		require.Less(t, i, 1000, "cache entry of a dropped DB was never removed")
+		runtime.Gosched() // cleanups run on their own goroutine
 	}
 }

@@ -83,7 +83,6 @@
 //     so after a restart it reloads already-compacted out-of-order chunks into
 //     the head. They are served once (deduplicated against the blocks) and the
 //     next idle compaction empties the head again.
-//   - tsdb.DB does not expose its block range; tsdbx reads it from
-//     tsdb.NewOOOCompactionHead, which cuts a WBL segment (IdleCompactor does
-//     it once).
+//   - tsdb.DB does not expose its block range; tsdbx reads it once per DB
+//     from tsdb.NewOOOCompactionHead, which cuts and fsyncs a WBL segment.
 package tsdbx

@@ -72,8 +72,8 @@ func TestFailedCompactionKeepsDBUsableLosesNothingAndNextAttemptSucceeds(t *test
 			c, reg := newTestCompactor(t, db, clock, IdleOptions{})
 			want := incidentWorkload.load(t, c.Appendable())
 			// A healthy compaction first, so the fault hits a DB that already
-			// has blocks and a compactor that knows the block range: the failure
-			// is in writing blocks, not in the first look at the DB.
+			// has blocks and whose block range is known: the failure is in
+			// writing blocks, not in the first look at the DB.
 			require.NoError(t, c.CompactNow(context.Background()))
 			later := incidentWorkload
 			later.start += 3 * hour

@@ -30,7 +30,6 @@ type IdleCompactor struct {
 	gate         gate
 	lastActivity atomic.Int64  // IdleOptions.Now().UnixNano() of the last activity
 	running      chan struct{} // one compaction at a time (a semaphore that honours ctx)
-	blockWidth   int64         // the DB's block range once known; only touched while holding running
 
 	phaseMu    sync.Mutex
 	phase      phase
@@ -174,7 +173,7 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 	c.metrics.compactions.WithLabelValues(trigger).Inc()
 	c.metrics.seriesBefore.Set(float64(before))
 
-	err = fullCompaction{db: c.db, enter: c.enterPhase, blockRange: c.cachedBlockRange}.run(ctx)
+	err = fullCompaction{db: c.db, enter: c.enterPhase}.run(ctx)
 
 	after := head.NumSeries()
 	c.metrics.seriesAfter.Set(float64(after))
@@ -185,19 +184,6 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 		c.logger.Info("head compacted", "trigger", trigger, "series_before", before, "series_after", after, "duration", c.opts.Now().Sub(start))
 	}
 	return true, err
-}
-
-// cachedBlockRange derives the DB's block range once: it never changes while
-// the DB is open, and deriving it cuts a WBL segment.
-func (c *IdleCompactor) cachedBlockRange(ctx context.Context, head *tsdb.Head) (int64, error) {
-	if c.blockWidth == 0 {
-		w, err := blockRange(ctx, head)
-		if err != nil {
-			return 0, err
-		}
-		c.blockWidth = w
-	}
-	return c.blockWidth, nil
 }
 
 // drainAppenders closes the gate and waits for the appenders already inside.
