@@ -104,6 +104,8 @@ func TestAppenderOpenedBeforeCompactionIsCommittedIntoIt(t *testing.T) {
 // order and out of order, retrying refused appenders) while idle compactions
 // run back to back. Afterwards, and after a restart, the DB serves exactly the
 // samples whose Append and Commit returned nil: none lost, none invented.
+// With the gate disabled this test catches the loss in most runs (every run
+// of 6 under -race, 4 of 8 without); the deterministic proof is the test above.
 func TestConcurrentAppendsRacingIdleCompactionsLoseNoAcknowledgedSample(t *testing.T) {
 	const (
 		writers          = 6
@@ -150,7 +152,10 @@ func TestConcurrentAppendsRacingIdleCompactionsLoseNoAcknowledgedSample(t *testi
 							// second half of the appends races them for certain.
 							<-firstCompaction
 						}
-						ts := int64(b+1) * scrape * 4
+						// Writers run behind one another, so most of them append
+						// in-order samples older than the head's newest one: the
+						// samples a compaction truncates under a stale appender.
+						ts := hour + int64(b+1)*scrape*4 - int64(w)*2*minute
 						batch := make([]sample, 0, seriesPerWriter+1)
 						for s := range seriesPerWriter {
 							batch = append(batch, sample{w*seriesPerWriter + s, ts})
