@@ -54,8 +54,8 @@ var (
 // MinTime forward by 1 ms per call and reject appends in that millisecond.
 //
 // Every phase runs even if an earlier one failed; the errors are joined. ctx is
-// checked before each phase and between block ranges; a phase that has started
-// runs to its end, because Prometheus' head truncation waits without
+// checked before each phase and between block ranges; a DB call that has
+// started runs to its end, because Prometheus' head truncation waits without
 // cancellation for open queriers overlapping the truncated range. A querier
 // that is never closed therefore blocks CompactHead forever: IdleCompactor
 // exposes that wait as the leaksafe_tsdbx_compaction_waiting_seconds metric.
@@ -89,7 +89,7 @@ func (fc fullCompaction) run(ctx context.Context) error {
 		phase phase
 		run   func(context.Context, *tsdb.DB) error
 	}{
-		{phaseInOrder, fc.compactInOrderHead},
+		{phaseInOrder, compactInOrderHead},
 		{phaseOOO, compactOOOHead},
 		{phaseEvict, evictEmptySeries},
 	} {
@@ -110,7 +110,7 @@ func (fc fullCompaction) run(ctx context.Context) error {
 // Only block ranges that hold samples are compacted: a far-future sample makes
 // the head span thousands of empty ranges, and the head's own MinTime cannot
 // be used to skip them because a series with only out-of-order data pins it.
-func (fc fullCompaction) compactInOrderHead(ctx context.Context, db *tsdb.DB) error {
+func compactInOrderHead(ctx context.Context, db *tsdb.DB) error {
 	head := db.Head()
 	mint, maxt := head.MinTime(), head.MaxTime()
 	if mint > maxt {

@@ -179,8 +179,6 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 	c.metrics.seriesAfter.Set(float64(after))
 	if err == nil {
 		c.metrics.lastSuccess.Set(float64(c.opts.Now().UnixNano()) / 1e9)
-	}
-	if err == nil {
 		c.logger.Info("head compacted", "trigger", trigger, "series_before", before, "series_after", after, "duration", c.opts.Now().Sub(start))
 	}
 	return true, err
