@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
 )
@@ -30,7 +29,8 @@ func newTestCompactor(t testing.TB, db *testDB, clock *fakeClock, o IdleOptions)
 	return c, reg
 }
 
-// metricValue reads one sample of a gathered metric; labels select the series.
+// metricValue reads one sample of a gathered metric; labels (name, value,
+// ...) select the series.
 func metricValue(t testing.TB, reg prometheus.Gatherer, name string, labels ...string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
@@ -39,9 +39,16 @@ func metricValue(t testing.TB, reg prometheus.Gatherer, name string, labels ...s
 		if f.GetName() != name {
 			continue
 		}
+	metrics:
 		for _, m := range f.GetMetric() {
-			if !hasLabels(m, labels) {
-				continue
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					found = found || l.GetName() == labels[i] && l.GetValue() == labels[i+1]
+				}
+				if !found {
+					continue metrics
+				}
 			}
 			switch {
 			case m.GetCounter() != nil:
@@ -56,21 +63,6 @@ func metricValue(t testing.TB, reg prometheus.Gatherer, name string, labels ...s
 	}
 	t.Fatalf("metric %s not registered", name)
 	return 0
-}
-
-func hasLabels(m *dto.Metric, kv []string) bool {
-	for i := 0; i+1 < len(kv); i += 2 {
-		found := false
-		for _, l := range m.GetLabel() {
-			if l.GetName() == kv[i] && l.GetValue() == kv[i+1] {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 func TestNewIdleCompactorRejectsInvalidOptions(t *testing.T) {
