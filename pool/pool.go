@@ -65,11 +65,13 @@ type Pool[T any] struct {
 // Get or Put must change atomically lives in one word: a Get is one atomic
 // store (a compare-and-swap with MaxTotal), a Put one compare-and-swap.
 type record[T any] struct {
-	buf    []T // must stay first: Get returns &buf
+	buf    []T        // must stay first: Get returns &buf
+	handle *handle[T] // while leased: what Put hands back to the buckets
 	state  atomic.Uint64
 	big    atomic.Int64 // the charge of a lease above MaxSize (bucket bigBucket)
-	handle *handle[T]   // while leased: what Put hands back to the buckets
-	_      [16]byte
+	// Four words then two 8-byte counters: the counters are 8-aligned and
+	// the record is recordSize bytes on 32- and 64-bit platforms alike.
+	_ [recordSize - 4*ptrSize - 16]byte
 }
 
 // The state word of a record:
@@ -93,6 +95,7 @@ const (
 
 	recordSize    = 64
 	firstSlabSize = 64
+	ptrSize       = unsafe.Sizeof(uintptr(0))
 )
 
 func stateIdx(s uint64) int { return int(s&idxMask) >> idxShift }
@@ -156,7 +159,7 @@ func New[T any](o Options) (*Pool[T], error) {
 		p.firstOfLen[l] = uint8(bucketAtLeast(sizes, least))
 	}
 	if elem := unsafe.Sizeof(*new(T)); elem > 0 {
-		p.maxElems = int(maxAlloc / uint64(elem))
+		p.maxElems = int(min(maxAlloc, math.MaxInt) / uint64(elem))
 	} else {
 		p.maxElems = int(^uint(0) >> 2)
 	}

@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -111,7 +112,7 @@ func TestGetReturnsEmptySliceWithCapacityOfItsBucket(t *testing.T) {
 
 func TestGetRejectsImpossibleSizes(t *testing.T) {
 	p := newPool[int64](t, Options{Name: "chunks", MinSize: 1, MaxSize: 8, Factor: 2})
-	for _, n := range []int{-1, 1 << 62} {
+	for _, n := range []int{-1, math.MaxInt} {
 		b, err := p.Get(n)
 		require.Nil(t, b)
 		require.ErrorIs(t, err, ErrInvalidSize)
