@@ -71,6 +71,7 @@ func TestNewRejectsInvalidOptionsWithAReason(t *testing.T) {
 			c.edit(&o)
 			p, err := New[byte](o)
 			require.Nil(t, p)
+			require.ErrorIs(t, err, ErrInvalidOptions)
 			require.ErrorContains(t, err, c.want)
 		})
 	}
@@ -308,4 +309,31 @@ func TestRecordLayoutIsOneCacheLineWithTheSliceFirst(t *testing.T) {
 	check(unsafe.Sizeof(record[[64]uint64]{}), unsafe.Offsetof(record[[64]uint64]{}.buf))
 	check(unsafe.Sizeof(record[struct{}]{}), unsafe.Offsetof(record[struct{}]{}.buf))
 	check(unsafe.Sizeof(record[*int]{}), unsafe.Offsetof(record[*int]{}.buf))
+}
+
+// A Pool or Group that was not built by New or NewGroup is refused with an
+// error, never a nil-pointer panic; Stats and Check of an unused zero Pool
+// are simply empty.
+func TestZeroPoolAndGroupAreRejectedNotPanicking(t *testing.T) {
+	var p Pool[byte]
+	for _, n := range []int{0, 1, 1 << 10} {
+		b, err := p.Get(n)
+		require.Nil(t, b)
+		require.ErrorIs(t, err, ErrInvalidOptions, "Get(%d)", n)
+		require.ErrorContains(t, err, "zero Pool; build one with New")
+	}
+	require.Equal(t, Stats{}, p.Stats())
+	require.NoError(t, p.Check())
+	VerifyNone(t, &p)
+
+	var g Group[byte]
+	b, err := g.Get(8)
+	require.Nil(t, b)
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	require.ErrorContains(t, err, "zero Group; build one with Pool.NewGroup")
+	release, err := g.Retain()
+	require.Nil(t, release)
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	g.Release()
+	require.Zero(t, g.Len())
 }
