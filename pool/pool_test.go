@@ -337,3 +337,23 @@ func TestZeroPoolAndGroupAreRejectedNotPanicking(t *testing.T) {
 	g.Release()
 	require.Zero(t, g.Len())
 }
+
+// Put decides by address alone whether a pointer is one of its leases; a
+// pointer into the middle of a lease's record is foreign, not a lease, and
+// is never converted to a record and read.
+func TestPutOfAPointerIntoALeaseRecordIsForeign(t *testing.T) {
+	p := newPool[byte](t, Options{MinSize: 8, MaxSize: 64, Factor: 2})
+	b, err := p.Get(65) // above MaxSize: the record keeps an odd charge, which read as a state word looks leased
+	require.NoError(t, err)
+	for off := uintptr(8); off < recordSize; off += 8 {
+		p.Put((*[]byte)(unsafe.Add(unsafe.Pointer(b), off)))
+	}
+	st := p.Stats()
+	require.Equal(t, int64(recordSize/8-1), st.BadPuts)
+	require.Equal(t, int64(1), st.Outstanding, "the lease itself is untouched")
+	require.Equal(t, int64(65), st.InUse)
+	require.Equal(t, 65, cap(*b))
+	p.Put(b)
+	require.ErrorIs(t, p.Check(), ErrBadPut)
+	require.NotErrorIs(t, p.Check(), ErrLeak)
+}
