@@ -650,3 +650,29 @@ func TestEagerRingDoesNotKeepReturnedItemsAlive(t *testing.T) {
 	}
 	runtime.KeepAlive(it) // the iterator itself, with its ring, holds none of them
 }
+
+// runToEnd reads a stream of three items to its end and closes it; it returns a weak pointer
+// to the source so that the caller can see whether anything still holds the stream.
+func runToEnd(t *testing.T, ctx context.Context, impl newIter) weak.Pointer[fakeSource] {
+	src := newFake(seq(3))
+	it := impl(ctx, src, ctxstream.WithCloser(src.Close))
+	require.Equal(t, seq(3), collect(it))
+	require.NoError(t, it.Close())
+	return weak.Make(src)
+}
+
+// A querier's streams are built on a context that can outlive them by far (the server's, or a
+// long query's). Once a stream has ended, that context must not keep it, its source and its
+// last response reachable: the context.AfterFunc registration is undone when the stream ends.
+func TestEndedStreamIsNotKeptAliveByItsContext(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // only after the check: the context outlives every stream
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			w := runToEnd(t, ctx, impl.new)
+			runtime.GC()
+			require.Nil(t, w.Value(), "the ended stream is still reachable from its live context")
+		})
+	}
+}
