@@ -3,6 +3,7 @@ package ctxstream_test
 import (
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -673,6 +674,47 @@ func TestEndedStreamIsNotKeptAliveByItsContext(t *testing.T) {
 			w := runToEnd(t, ctx, impl.new)
 			runtime.GC()
 			require.Nil(t, w.Value(), "the ended stream is still reachable from its live context")
+		})
+	}
+}
+
+// pingPongSource hands out item i+1 only once the consumer has taken item i, so that every
+// item finds one side asleep and must wake it: the consumer waiting for an item, and with a
+// buffer of one, the prefetch waiting for space.
+type pingPongSource struct {
+	taken chan struct{}
+	i, n  int
+}
+
+func (s *pingPongSource) Recv() (int, error) {
+	if s.i > 0 {
+		<-s.taken
+	}
+	if s.i == s.n {
+		return 0, io.EOF
+	}
+	s.i++
+	return s.i, nil
+}
+
+// A lost wake-up between Eager's prefetch goroutine and its consumer would leave both asleep
+// with an item published: the stream would hang here (and go test's timeout would say so).
+func TestEagerNeverLosesAWakeUp(t *testing.T) {
+	const rounds = 50000
+	for _, buffer := range []int{1, 2, 64} {
+		t.Run("buffer="+itoa(buffer), func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			src := &pingPongSource{taken: make(chan struct{}, 1), n: rounds}
+			it := ctxstream.Eager(context.Background(), src, ctxstream.WithBuffer(buffer))
+			n := 0
+			for it.Next() {
+				n++
+				require.Equal(t, n, it.At())
+				src.taken <- struct{}{}
+			}
+			require.NoError(t, it.Err())
+			require.Equal(t, rounds, n)
+			require.NoError(t, it.Close())
 		})
 	}
 }
