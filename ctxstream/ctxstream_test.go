@@ -718,3 +718,56 @@ func TestEagerNeverLosesAWakeUp(t *testing.T) {
 		})
 	}
 }
+
+// echoSource is a stream opened on its own context, as a gRPC client stream is: its Recv
+// blocks until that context ends and then fails with an error of its own (gRPC's
+// codes.Canceled), not with the cause.
+type echoSource struct {
+	ctx     context.Context
+	entered chan struct{}
+}
+
+var errEcho = errors.New("rpc error: code = Canceled desc = context canceled")
+
+func (s echoSource) Recv() (int, error) {
+	close(s.entered)
+	for s.ctx.Err() == nil { // poll, so Recv returns while the cancellation is still spreading
+		runtime.Gosched()
+	}
+	return 0, errEcho
+}
+
+// When the caller's context ends, the context package cancels its children one after another
+// in no set order: the stream's context (whose Recv then fails with its echo) may go before the
+// iterator's own derived context (Eager, WithRecvTimeout). Err must be the cause all the same.
+// The stream context's many children make its cancellation slow, which widens that window.
+func TestCancelIsReportedAsTheCauseNotAsTheStreamsEcho(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	withTimeout := func(ctx context.Context, src ctxstream.Source[int], opts ...ctxstream.Option) *ctxstream.Iter[int] {
+		return ctxstream.Lazy(ctx, src, append(opts, ctxstream.WithRecvTimeout(time.Hour))...)
+	}
+	for _, impl := range append(impls[1:len(impls):len(impls)], struct {
+		name string
+		new  newIter
+	}{"lazy/recv-timeout", withTimeout}) {
+		t.Run(impl.name, func(t *testing.T) {
+			for range 20 {
+				cause := errors.New("query cancelled upstream")
+				ctx, cancel := context.WithCancelCause(context.Background())
+				sctx, scancel := context.WithCancel(ctx)
+				for range 2000 {
+					context.AfterFunc(sctx, func() {})
+				}
+				src := echoSource{ctx: sctx, entered: make(chan struct{})}
+				it := impl.new(ctx, src, ctxstream.WithCancel(scancel))
+				go func() {
+					<-src.entered
+					cancel(cause)
+				}()
+				require.False(t, it.Next())
+				require.ErrorIs(t, it.Err(), cause)
+				require.NoError(t, it.Close())
+			}
+		})
+	}
+}
