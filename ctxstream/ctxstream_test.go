@@ -395,7 +395,12 @@ func TestInvalidArgumentsEndAtOnceWithErrInvalid(t *testing.T) {
 func TestMetricsCountStreamsByHowTheyEnded(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	reg := prometheus.NewPedanticRegistry()
-	m := ctxstream.NewMetrics(reg)
+	m, err := ctxstream.NewMetrics(reg)
+	require.NoError(t, err)
+	// A second component (or a reload) registering on the same Registerer shares the
+	// counters instead of panicking or failing.
+	again, err := ctxstream.NewMetrics(reg)
+	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -407,7 +412,7 @@ func TestMetricsCountStreamsByHowTheyEnded(t *testing.T) {
 	timedOut := ctxstream.Lazy(ctx, stalled, ctxstream.WithMetrics(m), ctxstream.WithCloser(stalled.Close),
 		ctxstream.WithRecvTimeout(time.Millisecond))
 	collect(timedOut)
-	closed := ctxstream.Eager(ctx, endless(), ctxstream.WithMetrics(m))
+	closed := ctxstream.Eager(ctx, endless(), ctxstream.WithMetrics(again))
 	open := ctxstream.Lazy(ctx, endless(), ctxstream.WithMetrics(m))
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP ctxstream_streams_open Streams (Lazy, Eager) started and not yet ended.
