@@ -161,7 +161,6 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 		}
 	}()
 
-	c.enterPhase(phaseDrain)
 	if err := c.drainAppenders(ctx); err != nil {
 		c.enterPhase(phaseFinished)
 		return false, err
@@ -186,9 +185,12 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 
 // drainAppenders closes the gate and waits for the appenders already inside.
 func (c *IdleCompactor) drainAppenders(ctx context.Context) error {
+	drained := c.gate.shut()
+	// The phase starts only now, so whoever sees it sees new appenders refused.
+	c.enterPhase(phaseDrain)
 	drainCtx, cancel := context.WithTimeout(ctx, c.opts.DrainTimeout)
 	defer cancel()
-	err := c.gate.close(drainCtx)
+	err := c.gate.await(drainCtx, drained)
 	switch {
 	case err == nil:
 		return nil
