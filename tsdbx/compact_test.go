@@ -201,6 +201,54 @@ func TestBlockLastMillisecondIsAlignedAndNeverOverflows(t *testing.T) {
 		got := blockLastMillisecond(tc.t, w)
 		require.Equal(t, tc.want, got, "t=%d", tc.t)
 		require.GreaterOrEqual(t, got, tc.t)
+		first := blockFirstMillisecond(got, w)
+		require.LessOrEqual(t, first, tc.t)
+		if first != math.MinInt64 { // the range below it starts before math.MinInt64
+			require.Zero(t, first%w, "t=%d: range [%d, %d] is not block-aligned", tc.t, first, got)
+		}
+	}
+}
+
+// Remote-write timestamps are untrusted, and Prometheus v0.315.0 cannot write
+// some of them to a block: a block ends at its last sample + 1, so a sample at
+// math.MaxInt64 gets a block that ends before it starts (written again at
+// every call); its out-of-order compaction starts at the oldest sample
+// rounded toward zero, so out-of-order samples before 1970 are truncated from
+// the head without reaching a block, and in the last block range before
+// math.MaxInt64 its loop overflows and never ends. CompactHead must compact
+// the rest, leave those samples in the head and say so.
+func TestCompactHeadLeavesSamplesNoBlockCanHoldInTheHeadAndSaysSo(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		commits [][]sample
+	}{
+		{"in order at math.MaxInt64", [][]sample{{{0, 1000}, {1, 1000}}, {{0, math.MaxInt64}}}},
+		{"out of order before 1970", [][]sample{{{0, -10 * minute}, {1, -10 * minute}}, {{0, -5 * minute}}, {{0, -7 * minute}}}},
+		{"out of order in the last block range before math.MaxInt64", [][]sample{{{0, 1000}, {1, 1000}}, {{0, math.MaxInt64 - minute}}, {{0, math.MaxInt64 - 2*minute}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+			want := newDataset()
+			for _, commit := range tc.commits {
+				appendCommitted(t, db, want, commit...)
+			}
+
+			require.ErrorIs(t, CompactHead(context.Background(), db.DB), ErrUnpersistableTimestamp)
+			blocks := len(db.Blocks())
+			require.ErrorIs(t, CompactHead(context.Background(), db.DB), ErrUnpersistableTimestamp)
+
+			require.Len(t, db.Blocks(), blocks, "the second call wrote a block again")
+			for _, b := range db.Blocks() {
+				m := b.Meta()
+				require.Less(t, m.MinTime, m.MaxTime, "block ends before it starts")
+				w := tsdb.DefaultBlockDuration
+				require.Equal(t, floorDiv(m.MinTime, w), floorDiv(m.MaxTime-1, w), "block [%d, %d) crosses a block-range boundary", m.MinTime, m.MaxTime)
+			}
+			require.EqualValues(t, 1, db.Head().NumSeries(), "only the series holding the sample no block can hold stays in the head")
+			requireExactly(t, db.DB, want)
+			db.reopen()
+			requireExactly(t, db.DB, want, "after restart")
+		})
 	}
 }
 

@@ -83,6 +83,12 @@
 //     so after a restart it reloads already-compacted out-of-order chunks into
 //     the head. They are served once (deduplicated against the blocks) and the
 //     next idle compaction empties the head again.
+//   - Prometheus cannot write a sample to a block in order at math.MaxInt64,
+//     nor out of order before 1970 or in the last block range before
+//     math.MaxInt64 (its compaction would write a corrupt block, drop the
+//     samples, or loop forever). CompactHead compacts everything else, leaves
+//     those in the head and returns ErrUnpersistableTimestamp, at every call:
+//     reject such timestamps at ingestion.
 //   - tsdb.DB does not expose its block range; tsdbx reads it once per DB
 //     from tsdb.NewOOOCompactionHead, which cuts and fsyncs a WBL segment.
 package tsdbx
