@@ -223,20 +223,36 @@ func checkOOOTimestamps(ctx context.Context, db *tsdb.DB) error {
 // series count would never reach zero. db.CompactSelectedSeries evicts them
 // without moving the head's MinTime, and itself skips series with pending
 // commits or out-of-order data.
+//
+// CompactSelectedSeries writes one view per block range from the head's
+// MinTime to its MaxTime, so it runs only when no in-order sample is left.
+// Otherwise the in-order phase failed (or ungated appends raced it), the head
+// may span thousands of ranges, and its next truncation drops these series
+// anyway.
 func evictEmptySeries(ctx context.Context, db *tsdb.DB) error {
 	head := db.Head()
 	if head.NumSeries() == 0 {
 		return nil
 	}
-	refs, err := seriesWithoutInOrderSamples(ctx, head)
+	var (
+		empty        []storage.SeriesRef
+		holdsSamples bool
+	)
+	err := forEachSeries(ctx, head, math.MinInt64, math.MaxInt64, func(ref storage.SeriesRef, chks []chunks.Meta) bool {
+		holdsSamples = len(chks) > 0
+		if !holdsSamples {
+			empty = append(empty, ref)
+		}
+		return !holdsSamples
+	})
 	if err != nil {
 		return fmt.Errorf("tsdbx: scan head for empty series: %w", err)
 	}
-	if len(refs) == 0 {
+	if holdsSamples || len(empty) == 0 {
 		return nil
 	}
-	if err := db.CompactSelectedSeries(refs); err != nil {
-		return fmt.Errorf("tsdbx: evict %d empty series: %w", len(refs), err)
+	if err := db.CompactSelectedSeries(empty); err != nil {
+		return fmt.Errorf("tsdbx: evict %d empty series: %w", len(empty), err)
 	}
 	return nil
 }
@@ -318,17 +334,6 @@ func blocksWithSamples(ctx context.Context, head *tsdb.Head, mint, maxt, width i
 		return nil, err
 	}
 	return slices.Sorted(maps.Keys(ends)), nil
-}
-
-func seriesWithoutInOrderSamples(ctx context.Context, head *tsdb.Head) ([]storage.SeriesRef, error) {
-	var refs []storage.SeriesRef
-	err := forEachSeries(ctx, head, math.MinInt64, math.MaxInt64, func(ref storage.SeriesRef, chks []chunks.Meta) bool {
-		if len(chks) == 0 {
-			refs = append(refs, ref)
-		}
-		return true
-	})
-	return refs, err
 }
 
 // forEachSeries calls fn with every head series and its in-order chunks

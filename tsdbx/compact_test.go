@@ -276,6 +276,37 @@ func TestCompactHeadEvictsSeriesLeftByRolledBackAppenders(t *testing.T) {
 	requireExactly(t, db.DB, want)
 }
 
+// When the in-order phase fails, the head keeps its whole span, and the next
+// successful truncation drops the series rolled-back appenders left anyway.
+// Evicting them now with db.CompactSelectedSeries would write one empty view
+// per block range the head spans, holding the DB's compaction lock (and the
+// gate) for minutes when a far-future sample makes that thousands of ranges.
+func TestFailedInOrderPhaseDoesNotWriteAViewPerBlockRangeToEvictEmptySeries(t *testing.T) {
+	db := openTestDB(t, dbConfig{blockRange: hour, oooWindow: oooWindow})
+	want := newDataset()
+	appendCommitted(t, db, want, sample{0, 1000}, sample{1, 1000})
+	appendCommitted(t, db, want, sample{0, 500 * hour})
+	app := db.Appender(context.Background())
+	require.NoError(t, appendSample(app, 2, 500*hour))
+	require.NoError(t, app.Rollback())
+	errDisk := errors.New("disk on fire")
+	orig := dbCompactHead
+	t.Cleanup(func() { dbCompactHead = orig })
+	dbCompactHead = func(*tsdb.DB, *tsdb.RangeHead) error { return errDisk }
+	blockWrites := func() float64 { return metricValue(t, db.reg, "prometheus_tsdb_compactions_total") }
+	before := blockWrites()
+
+	require.ErrorIs(t, CompactHead(context.Background(), db.DB), errDisk)
+
+	require.Less(t, blockWrites()-before, 10.0, "block writes for a head spanning 500 block ranges")
+	requireExactly(t, db.DB, want)
+
+	dbCompactHead = orig
+	require.NoError(t, CompactHead(context.Background(), db.DB), "the next attempt")
+	require.Zero(t, db.Head().NumSeries())
+	requireExactly(t, db.DB, want)
+}
+
 func TestCompactHeadChecksContextBetweenPhases(t *testing.T) {
 	t.Run("canceled before the call", func(t *testing.T) {
 		db := openTestDB(t, dbConfig{oooWindow: oooWindow})
@@ -397,7 +428,7 @@ func TestBlockRangeCacheForgetsDroppedDBs(t *testing.T) {
 	require.Equal(t, hour, w)
 
 	require.NoError(t, db.Close())
-	db.DB = nil
+	db.DB, db.reg = nil, nil // the DB's metrics reference it too
 	for i := 0; ; i++ {
 		runtime.GC()
 		if _, ok := blockRanges.Load(key); !ok {

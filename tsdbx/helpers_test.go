@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -55,6 +56,7 @@ type testDB struct {
 	t   testing.TB
 	dir string
 	cfg dbConfig
+	reg *prometheus.Registry // the DB's own metrics; a new one at each open
 }
 
 func openTestDB(t testing.TB, cfg dbConfig) *testDB {
@@ -71,7 +73,8 @@ func openTestDB(t testing.TB, cfg dbConfig) *testDB {
 
 func (d *testDB) open() {
 	d.t.Helper()
-	db, err := tsdb.Open(d.dir, slog.New(slog.DiscardHandler), nil, d.cfg.options(), nil)
+	d.reg = prometheus.NewRegistry()
+	db, err := tsdb.Open(d.dir, slog.New(slog.DiscardHandler), d.reg, d.cfg.options(), nil)
 	require.NoError(d.t, err)
 	// Only the code under test compacts: the background loop would otherwise
 	// compact a head spanning more than 1.5 block ranges on its own.
