@@ -134,18 +134,12 @@ func compactInOrderRange(ctx context.Context, db *tsdb.DB, mint, maxt int64) err
 		// A head that never received a sample has MinTime MaxInt64 and MaxTime MinInt64.
 		return nil
 	}
-	// A head without in-order samples must not reach db.CompactHead at all,
-	// but finding that out needs no block range: scan with the widest one.
-	if has, err := hasInOrderSamples(ctx, head, mint, maxt); err != nil || !has {
-		if err != nil {
-			return fmt.Errorf("tsdbx: scan in-order head: %w", err)
-		}
-		return nil
-	}
 	width, err := blockRange(ctx, db)
 	if err != nil {
 		return fmt.Errorf("tsdbx: read block range: %w", err)
 	}
+	// No range without samples may reach db.CompactHead, which would move
+	// the head's MinTime forward even with nothing to write.
 	ends, err := blocksWithSamples(ctx, head, mint, maxt, width)
 	if err != nil {
 		return fmt.Errorf("tsdbx: scan in-order head: %w", err)
@@ -255,19 +249,6 @@ func evictEmptySeries(ctx context.Context, db *tsdb.DB) error {
 		return fmt.Errorf("tsdbx: evict %d empty series: %w", len(empty), err)
 	}
 	return nil
-}
-
-// hasInOrderSamples reports whether any series has an in-order chunk
-// overlapping [mint, maxt]. A chunk's MaxTime is its newest sample, so an
-// overlapping chunk always has a sample inside the range when maxt is the
-// head's MaxTime. The scan stops at the first hit.
-func hasInOrderSamples(ctx context.Context, head *tsdb.Head, mint, maxt int64) (bool, error) {
-	found := false
-	err := forEachSeries(ctx, head, mint, maxt, func(_ storage.SeriesRef, chks []chunks.Meta) bool {
-		found = len(chks) > 0
-		return !found
-	})
-	return found, err
 }
 
 // blocksWithSamples returns, ascending, the last millisecond of every
