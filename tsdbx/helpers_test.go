@@ -37,6 +37,7 @@ type dbConfig struct {
 	isolationDisabled bool
 	oooWindow         int64 // 0: out-of-order ingestion off
 	blockRange        int64 // 0: tsdb.DefaultBlockDuration
+	exemplars         bool  // exemplar storage on
 }
 
 func (c dbConfig) options() *tsdb.Options {
@@ -46,6 +47,9 @@ func (c dbConfig) options() *tsdb.Options {
 	}
 	o.OutOfOrderTimeWindow = c.oooWindow
 	o.IsolationDisabled = c.isolationDisabled
+	if c.exemplars {
+		o.EnableExemplarStorage, o.MaxExemplars = true, 100
+	}
 	o.RetentionDuration = 0 // keep every block, whatever its age: tests read them all back
 	return o
 }
