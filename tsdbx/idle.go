@@ -79,7 +79,9 @@ func (c *IdleCompactor) Unregister() { c.metrics.unregister() }
 // whose appenders cooperate with compaction:
 //
 //   - every Commit that returns nil after at least one sample was accepted
-//     marks activity; Rollback, a failed Commit and an empty Commit do not;
+//     marks activity; Rollback, a failed Commit and a Commit that stored
+//     nothing do not (so requests that are all rejected cannot keep an idle
+//     head in memory);
 //   - a compaction waits for the appenders opened before it to Commit or
 //     Rollback (at most IdleOptions.DrainTimeout), so their samples are in the
 //     blocks it writes;

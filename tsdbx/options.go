@@ -55,7 +55,9 @@ type IdleOptions struct {
 	// CheckInterval is how often Run calls CompactIfIdle. 0 means DefaultCheckInterval.
 	CheckInterval time.Duration
 	// DrainTimeout bounds how long a compaction waits for appenders that were
-	// opened through Appendable before it started. 0 means DefaultDrainTimeout.
+	// opened through Appendable before it started, and so how long new
+	// appenders are refused when one of those is leaked. 0 means
+	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	// Logger receives one line per compaction and per failure. nil discards.
 	Logger *slog.Logger
