@@ -47,36 +47,40 @@ func (g *gate) leave() {
 	}
 }
 
-// close shuts the gate and waits until every appender that entered before has
-// left. If ctx ends first the gate is reopened and ctx's error returned, so a
-// leaked appender delays compaction but never blocks appends.
-func (g *gate) close(ctx context.Context) error {
+// shut closes the gate to new appenders and returns a channel that is closed
+// once every appender that entered before has left.
+func (g *gate) shut() <-chan struct{} {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	g.closed = true
-	if g.inFlight == 0 {
-		g.mu.Unlock()
-		return nil
-	}
 	drained := make(chan struct{})
-	g.drained = drained
-	g.mu.Unlock()
+	if g.inFlight == 0 {
+		close(drained)
+	} else {
+		g.drained = drained
+	}
+	return drained
+}
 
+// await waits for the channel shut returned. If ctx ends first the gate is
+// reopened and ctx's error returned, so a leaked appender delays compaction
+// but keeps appends out no longer than ctx allows.
+func (g *gate) await(ctx context.Context, drained <-chan struct{}) error {
 	select {
 	case <-drained:
 		return nil
 	case <-ctx.Done():
-		g.mu.Lock()
-		select {
-		case <-drained: // the last appender left while we were giving up
-			g.mu.Unlock()
-			return nil
-		default:
-		}
-		g.drained = nil
-		g.closed = false
-		g.mu.Unlock()
-		return ctx.Err()
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-drained: // the last appender left while we were giving up
+		return nil
+	default:
+	}
+	g.drained = nil
+	g.closed = false
+	return ctx.Err()
 }
 
 func (g *gate) open() {

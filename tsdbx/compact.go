@@ -53,6 +53,9 @@ var (
 // sample is not touched: db.CompactHead on it would still move the head's
 // MinTime forward by 1 ms per call and reject appends in that millisecond.
 //
+// Samples Prometheus cannot write to a block (see ErrUnpersistableTimestamp)
+// stay in the head, and CompactHead reports them.
+//
 // Every phase runs even if an earlier one failed; the errors are joined. ctx is
 // checked before each phase and between block ranges; a DB call that has
 // started runs to its end, because Prometheus' head truncation waits without
@@ -107,28 +110,36 @@ func (fc fullCompaction) run(ctx context.Context) error {
 
 // compactInOrderHead writes the in-order head up to its MaxTime at the start
 // of the call, one block range at a time, and truncates the head behind it.
-// Only block ranges that hold samples are compacted: a far-future sample makes
-// the head span thousands of empty ranges, and the head's own MinTime cannot
-// be used to skip them because a series with only out-of-order data pins it.
 func compactInOrderHead(ctx context.Context, db *tsdb.DB) error {
 	head := db.Head()
 	mint, maxt := head.MinTime(), head.MaxTime()
+	if maxt == math.MaxInt64 {
+		// A block ends at its last sample + 1 (RangeHead.BlockMaxTime), which
+		// overflows here: db.CompactHead would write a block that ends before
+		// it starts, again at every call. Compact everything below it.
+		return errors.Join(
+			compactInOrderRange(ctx, db, mint, maxt-1),
+			fmt.Errorf("%w: an in-order sample at math.MaxInt64", ErrUnpersistableTimestamp))
+	}
+	return compactInOrderRange(ctx, db, mint, maxt)
+}
+
+// compactInOrderRange compacts the in-order head's samples in [mint, maxt].
+// Only block ranges that hold samples are compacted: a far-future sample makes
+// the head span thousands of empty ranges, and the head's own MinTime cannot
+// be used to skip them because a series with only out-of-order data pins it.
+func compactInOrderRange(ctx context.Context, db *tsdb.DB, mint, maxt int64) error {
+	head := db.Head()
 	if mint > maxt {
 		// A head that never received a sample has MinTime MaxInt64 and MaxTime MinInt64.
-		return nil
-	}
-	// A head without in-order samples must not reach db.CompactHead at all,
-	// but finding that out needs no block range: scan with the widest one.
-	if has, err := hasInOrderSamples(ctx, head, mint, maxt); err != nil || !has {
-		if err != nil {
-			return fmt.Errorf("tsdbx: scan in-order head: %w", err)
-		}
 		return nil
 	}
 	width, err := blockRange(ctx, db)
 	if err != nil {
 		return fmt.Errorf("tsdbx: read block range: %w", err)
 	}
+	// No range without samples may reach db.CompactHead, which would move
+	// the head's MinTime forward even with nothing to write.
 	ends, err := blocksWithSamples(ctx, head, mint, maxt, width)
 	if err != nil {
 		return fmt.Errorf("tsdbx: scan in-order head: %w", err)
@@ -148,9 +159,54 @@ func compactInOrderHead(ctx context.Context, db *tsdb.DB) error {
 	return nil
 }
 
+// compactOOOHead runs db.CompactOOOHead unless the out-of-order head holds a
+// sample Prometheus cannot write to a block (see checkOOOTimestamps).
 func compactOOOHead(ctx context.Context, db *tsdb.DB) error {
+	if err := checkOOOTimestamps(ctx, db); err != nil {
+		return err
+	}
 	if err := dbCompactOOOHead(db, ctx); err != nil {
 		return fmt.Errorf("tsdbx: compact out-of-order head: %w", err)
+	}
+	return nil
+}
+
+// checkOOOTimestamps returns ErrUnpersistableTimestamp if db.CompactOOOHead
+// would mishandle the out-of-order head. In Prometheus v0.315.0 it steps
+// through block ranges from the oldest sample rounded toward zero: before 1970
+// that skips the samples below the first range and then truncates them from
+// the head, so acknowledged samples vanish; in the last block range before
+// math.MaxInt64 the loop overflows and never ends, holding the DB's compaction
+// lock (and, under IdleCompactor, refusing appends) forever.
+//
+// The head's own out-of-order bounds are cheap but loose (the minimum drops to
+// MaxTime - OutOfOrderTimeWindow at each truncation, the maximum never drops),
+// so the exact bounds are read only when the loose ones cross a limit.
+func checkOOOTimestamps(ctx context.Context, db *tsdb.DB) error {
+	head := db.Head()
+	mint, maxt := head.MinOOOTime(), head.MaxOOOTime()
+	if mint > maxt {
+		return nil // never held an out-of-order sample
+	}
+	width, err := blockRange(ctx, db)
+	if err != nil {
+		return fmt.Errorf("tsdbx: read block range: %w", err)
+	}
+	if mint >= 0 && blockLastMillisecond(maxt, width) < math.MaxInt64 {
+		return nil
+	}
+	och, err := tsdb.NewOOOCompactionHead(ctx, head)
+	if err != nil {
+		return fmt.Errorf("tsdbx: read out-of-order head: %w", err)
+	}
+	mint, maxt = och.MinTime(), och.MaxTime()
+	switch {
+	case mint > maxt:
+		return nil // no out-of-order sample left
+	case mint < 0:
+		return fmt.Errorf("%w: an out-of-order sample at %d, before 1970", ErrUnpersistableTimestamp, mint)
+	case blockLastMillisecond(maxt, width) == math.MaxInt64:
+		return fmt.Errorf("%w: an out-of-order sample at %d, in the last block range before math.MaxInt64", ErrUnpersistableTimestamp, maxt)
 	}
 	return nil
 }
@@ -161,35 +217,38 @@ func compactOOOHead(ctx context.Context, db *tsdb.DB) error {
 // series count would never reach zero. db.CompactSelectedSeries evicts them
 // without moving the head's MinTime, and itself skips series with pending
 // commits or out-of-order data.
+//
+// CompactSelectedSeries writes one view per block range from the head's
+// MinTime to its MaxTime, so it runs only when no in-order sample is left.
+// Otherwise the in-order phase failed (or ungated appends raced it), the head
+// may span thousands of ranges, and its next truncation drops these series
+// anyway.
 func evictEmptySeries(ctx context.Context, db *tsdb.DB) error {
 	head := db.Head()
 	if head.NumSeries() == 0 {
 		return nil
 	}
-	refs, err := seriesWithoutInOrderSamples(ctx, head)
+	var (
+		empty        []storage.SeriesRef
+		holdsSamples bool
+	)
+	err := forEachSeries(ctx, head, math.MinInt64, math.MaxInt64, func(ref storage.SeriesRef, chks []chunks.Meta) bool {
+		holdsSamples = len(chks) > 0
+		if !holdsSamples {
+			empty = append(empty, ref)
+		}
+		return !holdsSamples
+	})
 	if err != nil {
 		return fmt.Errorf("tsdbx: scan head for empty series: %w", err)
 	}
-	if len(refs) == 0 {
+	if holdsSamples || len(empty) == 0 {
 		return nil
 	}
-	if err := db.CompactSelectedSeries(refs); err != nil {
-		return fmt.Errorf("tsdbx: evict %d empty series: %w", len(refs), err)
+	if err := db.CompactSelectedSeries(empty); err != nil {
+		return fmt.Errorf("tsdbx: evict %d empty series: %w", len(empty), err)
 	}
 	return nil
-}
-
-// hasInOrderSamples reports whether any series has an in-order chunk
-// overlapping [mint, maxt]. A chunk's MaxTime is its newest sample, so an
-// overlapping chunk always has a sample inside the range when maxt is the
-// head's MaxTime. The scan stops at the first hit.
-func hasInOrderSamples(ctx context.Context, head *tsdb.Head, mint, maxt int64) (bool, error) {
-	found := false
-	err := forEachSeries(ctx, head, mint, maxt, func(_ storage.SeriesRef, chks []chunks.Meta) bool {
-		found = len(chks) > 0
-		return !found
-	})
-	return found, err
 }
 
 // blocksWithSamples returns, ascending, the last millisecond of every
@@ -258,17 +317,6 @@ func blocksWithSamples(ctx context.Context, head *tsdb.Head, mint, maxt, width i
 	return slices.Sorted(maps.Keys(ends)), nil
 }
 
-func seriesWithoutInOrderSamples(ctx context.Context, head *tsdb.Head) ([]storage.SeriesRef, error) {
-	var refs []storage.SeriesRef
-	err := forEachSeries(ctx, head, math.MinInt64, math.MaxInt64, func(ref storage.SeriesRef, chks []chunks.Meta) bool {
-		if len(chks) == 0 {
-			refs = append(refs, ref)
-		}
-		return true
-	})
-	return refs, err
-}
-
 // forEachSeries calls fn with every head series and its in-order chunks
 // overlapping [mint, maxt], until fn returns false.
 func forEachSeries(ctx context.Context, head *tsdb.Head, mint, maxt int64, fn func(storage.SeriesRef, []chunks.Meta) bool) error {
@@ -332,8 +380,13 @@ func blockRange(ctx context.Context, db *tsdb.DB) (int64, error) {
 }
 
 // blockFirstMillisecond returns the first millisecond of the block-aligned
-// range of the given width whose last millisecond is end.
+// range of the given width whose last millisecond is end, as returned by
+// blockLastMillisecond.
 func blockFirstMillisecond(end, width int64) int64 {
+	if end == math.MaxInt64 {
+		// blockLastMillisecond saturates here: the last, partial range.
+		return math.MaxInt64 / width * width
+	}
 	if end < math.MinInt64+(width-1) {
 		return math.MinInt64
 	}

@@ -201,6 +201,54 @@ func TestBlockLastMillisecondIsAlignedAndNeverOverflows(t *testing.T) {
 		got := blockLastMillisecond(tc.t, w)
 		require.Equal(t, tc.want, got, "t=%d", tc.t)
 		require.GreaterOrEqual(t, got, tc.t)
+		first := blockFirstMillisecond(got, w)
+		require.LessOrEqual(t, first, tc.t)
+		if first != math.MinInt64 { // the range below it starts before math.MinInt64
+			require.Zero(t, first%w, "t=%d: range [%d, %d] is not block-aligned", tc.t, first, got)
+		}
+	}
+}
+
+// Remote-write timestamps are untrusted, and Prometheus v0.315.0 cannot write
+// some of them to a block: a block ends at its last sample + 1, so a sample at
+// math.MaxInt64 gets a block that ends before it starts (written again at
+// every call); its out-of-order compaction starts at the oldest sample
+// rounded toward zero, so out-of-order samples before 1970 are truncated from
+// the head without reaching a block, and in the last block range before
+// math.MaxInt64 its loop overflows and never ends. CompactHead must compact
+// the rest, leave those samples in the head and say so.
+func TestCompactHeadLeavesSamplesNoBlockCanHoldInTheHeadAndSaysSo(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		commits [][]sample
+	}{
+		{"in order at math.MaxInt64", [][]sample{{{0, 1000}, {1, 1000}}, {{0, math.MaxInt64}}}},
+		{"out of order before 1970", [][]sample{{{0, -10 * minute}, {1, -10 * minute}}, {{0, -5 * minute}}, {{0, -7 * minute}}}},
+		{"out of order in the last block range before math.MaxInt64", [][]sample{{{0, 1000}, {1, 1000}}, {{0, math.MaxInt64 - minute}}, {{0, math.MaxInt64 - 2*minute}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+			want := newDataset()
+			for _, commit := range tc.commits {
+				appendCommitted(t, db, want, commit...)
+			}
+
+			require.ErrorIs(t, CompactHead(context.Background(), db.DB), ErrUnpersistableTimestamp)
+			blocks := len(db.Blocks())
+			require.ErrorIs(t, CompactHead(context.Background(), db.DB), ErrUnpersistableTimestamp)
+
+			require.Len(t, db.Blocks(), blocks, "the second call wrote a block again")
+			for _, b := range db.Blocks() {
+				m := b.Meta()
+				require.Less(t, m.MinTime, m.MaxTime, "block ends before it starts")
+				w := tsdb.DefaultBlockDuration
+				require.Equal(t, floorDiv(m.MinTime, w), floorDiv(m.MaxTime-1, w), "block [%d, %d) crosses a block-range boundary", m.MinTime, m.MaxTime)
+			}
+			require.EqualValues(t, 1, db.Head().NumSeries(), "only the series holding the sample no block can hold stays in the head")
+			requireExactly(t, db.DB, want)
+			db.reopen()
+			requireExactly(t, db.DB, want, "after restart")
+		})
 	}
 }
 
@@ -225,6 +273,37 @@ func TestCompactHeadEvictsSeriesLeftByRolledBackAppenders(t *testing.T) {
 
 	require.Zero(t, db.Head().NumSeries())
 	require.Equal(t, minT, db.Head().MinTime())
+	requireExactly(t, db.DB, want)
+}
+
+// When the in-order phase fails, the head keeps its whole span, and the next
+// successful truncation drops the series rolled-back appenders left anyway.
+// Evicting them now with db.CompactSelectedSeries would write one empty view
+// per block range the head spans, holding the DB's compaction lock (and the
+// gate) for minutes when a far-future sample makes that thousands of ranges.
+func TestFailedInOrderPhaseDoesNotWriteAViewPerBlockRangeToEvictEmptySeries(t *testing.T) {
+	db := openTestDB(t, dbConfig{blockRange: hour, oooWindow: oooWindow})
+	want := newDataset()
+	appendCommitted(t, db, want, sample{0, 1000}, sample{1, 1000})
+	appendCommitted(t, db, want, sample{0, 500 * hour})
+	app := db.Appender(context.Background())
+	require.NoError(t, appendSample(app, 2, 500*hour))
+	require.NoError(t, app.Rollback())
+	errDisk := errors.New("disk on fire")
+	orig := dbCompactHead
+	t.Cleanup(func() { dbCompactHead = orig })
+	dbCompactHead = func(*tsdb.DB, *tsdb.RangeHead) error { return errDisk }
+	blockWrites := func() float64 { return metricValue(t, db.reg, "prometheus_tsdb_compactions_total") }
+	before := blockWrites()
+
+	require.ErrorIs(t, CompactHead(context.Background(), db.DB), errDisk)
+
+	require.Less(t, blockWrites()-before, 10.0, "block writes for a head spanning 500 block ranges")
+	requireExactly(t, db.DB, want)
+
+	dbCompactHead = orig
+	require.NoError(t, CompactHead(context.Background(), db.DB), "the next attempt")
+	require.Zero(t, db.Head().NumSeries())
 	requireExactly(t, db.DB, want)
 }
 
@@ -349,7 +428,7 @@ func TestBlockRangeCacheForgetsDroppedDBs(t *testing.T) {
 	require.Equal(t, hour, w)
 
 	require.NoError(t, db.Close())
-	db.DB = nil
+	db.DB, db.reg = nil, nil // the DB's metrics reference it too
 	for i := 0; ; i++ {
 		runtime.GC()
 		if _, ok := blockRanges.Load(key); !ok {

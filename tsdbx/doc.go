@@ -41,6 +41,11 @@
 //     served by db.Querier after the compaction and after a restart (WAL
 //     replay), floats and native histograms, in-order and out-of-order, with
 //     tsdb.Options.IsolationDisabled true or false.
+//   - Idleness counts from the last Commit through Appendable that stored a
+//     sample (or Touch). A Commit that stored nothing (every sample rejected,
+//     or none sent) is not activity: a client whose requests are all refused
+//     would otherwise keep an idle tenant's head in memory for ever, the
+//     incident's very symptom.
 //   - A failed compaction leaves the DB usable and its data in the head; the
 //     next attempt retries. Run logs and counts failures and returns nil when
 //     its context ends, leaving no goroutine behind.
@@ -71,9 +76,10 @@
 //
 //   - Appends made directly through db, not through Appendable, are not
 //     coordinated with compaction. Use one IdleCompactor per DB.
-//   - An appender never committed nor rolled back delays compaction by
-//     IdleOptions.DrainTimeout per attempt (ErrAppendersInFlight); appends are
-//     never blocked by it. leaksafe_tsdbx_appenders_in_flight shows it.
+//   - An appender never committed nor rolled back fails every compaction
+//     attempt with ErrAppendersInFlight after IdleOptions.DrainTimeout, during
+//     which new appenders are refused; appends never block on it.
+//     leaksafe_tsdbx_appenders_in_flight shows it.
 //   - Head truncation waits, without cancellation, for queriers overlapping
 //     the head: a querier that is never closed blocks compaction forever.
 //     ctx is checked only between phases and block ranges;
@@ -83,6 +89,12 @@
 //     so after a restart it reloads already-compacted out-of-order chunks into
 //     the head. They are served once (deduplicated against the blocks) and the
 //     next idle compaction empties the head again.
+//   - Prometheus cannot write a sample to a block in order at math.MaxInt64,
+//     nor out of order before 1970 or in the last block range before
+//     math.MaxInt64 (its compaction would write a corrupt block, drop the
+//     samples, or loop forever). CompactHead compacts everything else, leaves
+//     those in the head and returns ErrUnpersistableTimestamp, at every call:
+//     reject such timestamps at ingestion.
 //   - tsdb.DB does not expose its block range; tsdbx reads it once per DB
 //     from tsdb.NewOOOCompactionHead, which cuts and fsyncs a WBL segment.
 package tsdbx

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
@@ -36,6 +37,7 @@ type dbConfig struct {
 	isolationDisabled bool
 	oooWindow         int64 // 0: out-of-order ingestion off
 	blockRange        int64 // 0: tsdb.DefaultBlockDuration
+	exemplars         bool  // exemplar storage on
 }
 
 func (c dbConfig) options() *tsdb.Options {
@@ -45,6 +47,9 @@ func (c dbConfig) options() *tsdb.Options {
 	}
 	o.OutOfOrderTimeWindow = c.oooWindow
 	o.IsolationDisabled = c.isolationDisabled
+	if c.exemplars {
+		o.EnableExemplarStorage, o.MaxExemplars = true, 100
+	}
 	o.RetentionDuration = 0 // keep every block, whatever its age: tests read them all back
 	return o
 }
@@ -55,6 +60,7 @@ type testDB struct {
 	t   testing.TB
 	dir string
 	cfg dbConfig
+	reg *prometheus.Registry // the DB's own metrics; a new one at each open
 }
 
 func openTestDB(t testing.TB, cfg dbConfig) *testDB {
@@ -71,7 +77,8 @@ func openTestDB(t testing.TB, cfg dbConfig) *testDB {
 
 func (d *testDB) open() {
 	d.t.Helper()
-	db, err := tsdb.Open(d.dir, slog.New(slog.DiscardHandler), nil, d.cfg.options(), nil)
+	d.reg = prometheus.NewRegistry()
+	db, err := tsdb.Open(d.dir, slog.New(slog.DiscardHandler), d.reg, d.cfg.options(), nil)
 	require.NoError(d.t, err)
 	// Only the code under test compacts: the background loop would otherwise
 	// compact a head spanning more than 1.5 block ranges on its own.

@@ -79,7 +79,9 @@ func (c *IdleCompactor) Unregister() { c.metrics.unregister() }
 // whose appenders cooperate with compaction:
 //
 //   - every Commit that returns nil after at least one sample was accepted
-//     marks activity; Rollback, a failed Commit and an empty Commit do not;
+//     marks activity; Rollback, a failed Commit and a Commit that stored
+//     nothing do not (so requests that are all rejected cannot keep an idle
+//     head in memory);
 //   - a compaction waits for the appenders opened before it to Commit or
 //     Rollback (at most IdleOptions.DrainTimeout), so their samples are in the
 //     blocks it writes;
@@ -161,7 +163,6 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 		}
 	}()
 
-	c.enterPhase(phaseDrain)
 	if err := c.drainAppenders(ctx); err != nil {
 		c.enterPhase(phaseFinished)
 		return false, err
@@ -186,9 +187,12 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 
 // drainAppenders closes the gate and waits for the appenders already inside.
 func (c *IdleCompactor) drainAppenders(ctx context.Context) error {
+	drained := c.gate.shut()
+	// The phase starts only now, so whoever sees it sees new appenders refused.
+	c.enterPhase(phaseDrain)
 	drainCtx, cancel := context.WithTimeout(ctx, c.opts.DrainTimeout)
 	defer cancel()
-	err := c.gate.close(drainCtx)
+	err := c.gate.await(drainCtx, drained)
 	switch {
 	case err == nil:
 		return nil

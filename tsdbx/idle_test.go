@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
 )
@@ -165,6 +168,14 @@ func TestSuccessfulCommitOfSamplesMarksActivityAndNothingElseDoes(t *testing.T) 
 			require.NoError(t, err)
 			require.NoError(t, app.Commit())
 		}, true},
+		{"AppenderV2 Commit after a sample stored without its exemplar", func(t *testing.T, c *IdleCompactor, ts int64) {
+			app := c.Appendable().(storage.AppendableV2).AppenderV2(context.Background())
+			tooLong := exemplar.Exemplar{Labels: labels.FromStrings("trace_id", strings.Repeat("x", exemplar.ExemplarMaxLabelSetLength)), Value: 1, Ts: ts, HasTs: true}
+			_, err := app.Append(0, seriesLabels(0), 0, ts, floatValue(ts), nil, nil, storage.AppendV2Options{Exemplars: []exemplar.Exemplar{tooLong}})
+			var partial *storage.AppendPartialError
+			require.ErrorAs(t, err, &partial, "the sample is stored, its exemplar rejected")
+			require.NoError(t, app.Commit())
+		}, true},
 		{"Touch", func(_ *testing.T, c *IdleCompactor, _ int64) { c.Touch() }, true},
 		{"Rollback", func(t *testing.T, c *IdleCompactor, ts int64) {
 			app := c.Appendable().Appender(context.Background())
@@ -181,7 +192,7 @@ func TestSuccessfulCommitOfSamplesMarksActivityAndNothingElseDoes(t *testing.T) 
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			db := openTestDB(t, dbConfig{})
+			db := openTestDB(t, dbConfig{exemplars: true})
 			clock := newFakeClock()
 			c, _ := newTestCompactor(t, db, clock, IdleOptions{})
 			appendCommitted(t, c.Appendable(), newDataset(), sample{1, 10 * hour})
@@ -195,6 +206,47 @@ func TestSuccessfulCommitOfSamplesMarksActivityAndNothingElseDoes(t *testing.T) 
 			require.NoError(t, err)
 			require.Equal(t, !tc.activity, compacted)
 		})
+	}
+}
+
+// A DB just opened holds its replayed WAL, and no append has gone through the
+// new compactor yet: it must not count as idle since the Unix epoch.
+func TestNewCompactorCountsAsActivity(t *testing.T) {
+	db := openTestDB(t, dbConfig{})
+	appendCommitted(t, db, newDataset(), sample{0, 1000})
+	clock := newFakeClock()
+	c, _ := newTestCompactor(t, db, clock, IdleOptions{})
+	clock.Advance(idleTimeout - time.Nanosecond)
+
+	compacted, err := c.CompactIfIdle(context.Background())
+
+	require.NoError(t, err)
+	require.False(t, compacted, "compacted a DB that was opened less than IdleTimeout ago")
+	require.True(t, c.LastActivity().Equal(clock.Now().Add(-(idleTimeout - time.Nanosecond))), "last activity %v", c.LastActivity())
+}
+
+// Cortex looks series references up with storage.GetRef on the appender; the
+// wrapper must not hide it behind a reference that is always 0.
+func TestGatedAppendersKeepGetRef(t *testing.T) {
+	db := openTestDB(t, dbConfig{})
+	c, _ := newTestCompactor(t, db, newFakeClock(), IdleOptions{})
+	lset := seriesLabels(0)
+	app := c.Appendable().Appender(context.Background())
+	ref, err := app.Append(0, lset, 1000, 1)
+	require.NoError(t, err)
+	require.NoError(t, app.Commit())
+	require.NotZero(t, ref)
+
+	for name, app := range map[string]any{
+		"Appender":   c.Appendable().Appender(context.Background()),
+		"AppenderV2": c.Appendable().(storage.AppendableV2).AppenderV2(context.Background()),
+	} {
+		g, ok := app.(storage.GetRef)
+		require.True(t, ok, "%s does not implement storage.GetRef", name)
+		got, gotLabels := g.GetRef(lset, lset.Hash())
+		require.Equal(t, ref, got, name)
+		require.Equal(t, lset, gotLabels, name)
+		require.NoError(t, app.(interface{ Rollback() error }).Rollback())
 	}
 }
 

@@ -31,6 +31,14 @@ var (
 	// (map it to HTTP 503 / gRPC Unavailable so remote-write clients retry).
 	ErrCompactionInProgress = errors.New("tsdbx: head compaction in progress, retry the append")
 
+	// ErrUnpersistableTimestamp is returned by CompactHead when the head holds
+	// a sample that Prometheus cannot write to a block: in order at
+	// math.MaxInt64, or out of order before 1970 or in the last block range
+	// before math.MaxInt64. Everything else is compacted; those samples and
+	// their series stay in the head, so it never becomes empty. Reject such
+	// timestamps at ingestion (Cortex' and Mimir's future/past grace periods).
+	ErrUnpersistableTimestamp = errors.New("tsdbx: the head holds a sample no block can hold")
+
 	// ErrAppendersInFlight is returned when appenders opened before a compaction
 	// did not Commit or Rollback within IdleOptions.DrainTimeout. The compaction
 	// did not start; the head is unchanged and the next attempt retries. It
@@ -47,7 +55,9 @@ type IdleOptions struct {
 	// CheckInterval is how often Run calls CompactIfIdle. 0 means DefaultCheckInterval.
 	CheckInterval time.Duration
 	// DrainTimeout bounds how long a compaction waits for appenders that were
-	// opened through Appendable before it started. 0 means DefaultDrainTimeout.
+	// opened through Appendable before it started, and so how long new
+	// appenders are refused when one of those is leaked. 0 means
+	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	// Logger receives one line per compaction and per failure. nil discards.
 	Logger *slog.Logger

@@ -100,6 +100,27 @@ func TestAppenderOpenedBeforeCompactionIsCommittedIntoIt(t *testing.T) {
 	}
 }
 
+// The drain phase starts once the gate is shut: whoever sees it (the waiting
+// metric, a test waiting for it) can count on new appenders being refused.
+func TestAppendersAreRefusedFromTheStartOfTheDrainPhase(t *testing.T) {
+	db := openTestDB(t, dbConfig{})
+	c, _ := newTestCompactor(t, db, newFakeClock(), IdleOptions{})
+	appendCommitted(t, c.Appendable(), newDataset(), sample{0, 1000})
+	var appendErr error
+	c.onPhase = func(p phase) {
+		if p != phaseDrain {
+			return
+		}
+		app := c.Appendable().Appender(context.Background())
+		appendErr = appendSample(app, 0, 2000)
+		_ = app.Rollback() // were it let in, the compaction would wait for it
+	}
+
+	require.NoError(t, c.CompactNow(context.Background()))
+
+	require.ErrorIs(t, appendErr, ErrCompactionInProgress, "an appender opened in the drain phase was let in")
+}
+
 // Many writers append through Appendable (floats and native histograms, in
 // order and out of order, retrying refused appenders) while idle compactions
 // run back to back. Afterwards, and after a restart, the DB serves exactly the
