@@ -1,0 +1,262 @@
+package exemplar
+
+import (
+	"unsafe"
+)
+
+// The ring holds exemplars in insertion order, oldest at head, in pages of
+// fixed-size slots that are allocated as the ring grows and freed as its head
+// passes them: no capacity is allocated up front, and memory held is the pages
+// in use.
+//
+// A slot is 64 bytes and pointer-free, so the GC never scans the ring. Each
+// exemplar takes one slot; labels longer than its 34 inline bytes spill into
+// continuation slots that follow it (raw bytes, 64 per slot).
+//
+// Exemplars removed from the middle (a series at MaxPerSeries dropping its
+// oldest, an aged exemplar behind a younger head) leave holes. compact slides
+// live exemplars down over the holes, keeping their order, once holes are worth
+// a quarter of what is live (or sooner, before a byte-limit eviction would
+// otherwise hit another series).
+//
+// Positions are uint32 logical indexes that wrap; every position between head
+// and tail is less than 2^31 away from head. Per-series links use positions
+// and mark "none" by pointing at the slot itself.
+
+const (
+	pageShift        = 8
+	pageSlots        = 1 << pageShift
+	pageMask         = pageSlots - 1
+	inlineLabelBytes = 34
+	slotBytes        = 64
+	maxContSlots     = 63
+	deadSeries       = ^uint32(0)
+
+	flagHasTs   = 1
+	contShift   = 1
+	contMask    = 0x3f << contShift
+	sweepPerAdd = 4
+)
+
+type slot struct {
+	ts     int64
+	value  float64
+	series uint32 // series id; deadSeries once removed
+	prev   uint32 // older exemplar of the same series; own position if none
+	next   uint32 // newer exemplar of the same series; own position if none
+	flags  uint8  // flagHasTs | continuation slot count << contShift
+	nlen   uint8  // label bytes inline (no continuation) or in the last continuation slot
+	lbl    [inlineLabelBytes]byte
+}
+
+// Compile-time checks: a slot is exactly 64 bytes and a page exactly a size class.
+var (
+	_ [slotBytes - unsafe.Sizeof(slot{})]struct{}
+	_ [unsafe.Sizeof(slot{}) - slotBytes]struct{}
+)
+
+type page [pageSlots]slot
+
+var pageBytes = allocSize(int64(unsafe.Sizeof(page{})), false)
+
+func (s *slot) cont() uint32 { return uint32(s.flags&contMask) >> contShift }
+func (s *slot) width() uint32 { return 1 + s.cont() }
+func (s *slot) hasTs() bool   { return s.flags&flagHasTs != 0 }
+
+// contSlotsFor is how many continuation slots n label bytes need.
+func contSlotsFor(n int) int {
+	if n <= inlineLabelBytes {
+		return 0
+	}
+	return (n - inlineLabelBytes + slotBytes - 1) / slotBytes
+}
+
+type ring struct {
+	pages    []*page // pages[pagesOff:] cover positions base, base+pageSlots, ...
+	pagesOff int
+	base     uint32
+	head     uint32 // oldest live exemplar, or tail if empty
+	tail     uint32 // next position to write
+	live     int64  // live exemplars
+	holes    int64  // dead slots between head and tail
+	holeFrom uint32 // no hole before this position (when holes > 0 and it is not behind head)
+	bytes    int64  // heap held: pages and the page table
+}
+
+func (r *ring) npages() int { return len(r.pages) - r.pagesOff }
+
+func (r *ring) at(pos uint32) *slot {
+	i := pos - r.base
+	return &r.pages[r.pagesOff+int(i>>pageShift)][i&pageMask]
+}
+
+// raw returns the 64 bytes of the slot at pos, for continuation data.
+func (r *ring) raw(pos uint32) *[slotBytes]byte {
+	return (*[slotBytes]byte)(unsafe.Pointer(r.at(pos)))
+}
+
+func (r *ring) span() uint32 { return r.tail - r.head }
+
+// inRing says whether pos lies between head and tail.
+func (r *ring) inRing(pos uint32) bool { return pos-r.head < r.tail-r.head }
+
+// pagesToAdd is how many pages writing k more slots needs.
+func (r *ring) pagesToAdd(k int) int {
+	last := int((r.tail + uint32(k) - 1 - r.base) >> pageShift)
+	if n := last + 1 - r.npages(); n > 0 {
+		return n
+	}
+	return 0
+}
+
+func pageTableBytes(capacity int) int64 {
+	return allocSize(int64(capacity)*int64(unsafe.Sizeof((*page)(nil))), true)
+}
+
+// growCost is the bytes writing k more slots would add.
+func (r *ring) growCost(k int) int64 {
+	n := r.pagesToAdd(k)
+	if n == 0 {
+		return 0
+	}
+	c := int64(n) * pageBytes
+	if len(r.pages)+n > cap(r.pages) {
+		c += pageTableBytes(r.newTableCap(n)) - pageTableBytes(cap(r.pages))
+	}
+	return c
+}
+
+func (r *ring) newTableCap(add int) int {
+	need := r.npages() + add
+	c := 4
+	for c < need*2 {
+		c *= 2
+	}
+	return c
+}
+
+// reserve makes room for k slots at tail and returns the first position.
+func (r *ring) reserve(k int) uint32 {
+	if r.live == 0 && r.holes == 0 && r.npages() == 0 {
+		r.base = r.tail
+		r.head = r.tail
+	}
+	if n := r.pagesToAdd(k); n > 0 {
+		if len(r.pages)+n > cap(r.pages) {
+			old := cap(r.pages)
+			t := make([]*page, r.npages(), r.newTableCap(n))
+			copy(t, r.pages[r.pagesOff:])
+			r.pages, r.pagesOff = t, 0
+			r.bytes += pageTableBytes(cap(t)) - pageTableBytes(old)
+		}
+		for range n {
+			r.pages = append(r.pages, new(page))
+			r.bytes += pageBytes
+		}
+	}
+	pos := r.tail
+	r.tail += uint32(k)
+	return pos
+}
+
+// releaseFront frees pages wholly before head.
+func (r *ring) releaseFront() {
+	for r.npages() > 0 && r.head-r.base >= pageSlots {
+		r.pages[r.pagesOff] = nil
+		r.pagesOff++
+		r.base += pageSlots
+		r.bytes -= pageBytes
+	}
+	r.shrinkTable()
+}
+
+// releaseBack frees pages wholly at or after tail.
+func (r *ring) releaseBack() {
+	keep := 0
+	if r.tail != r.base {
+		keep = int((r.tail-1-r.base)>>pageShift) + 1
+	}
+	for r.npages() > keep {
+		r.pages[len(r.pages)-1] = nil
+		r.pages = r.pages[:len(r.pages)-1]
+		r.bytes -= pageBytes
+	}
+	r.shrinkTable()
+}
+
+// shrinkTable keeps the page table proportional to the pages in use, so churn
+// does not leave a large table behind.
+func (r *ring) shrinkTable() {
+	n := r.npages()
+	if r.pagesOff > 0 && (r.pagesOff > n || len(r.pages) == cap(r.pages)) {
+		copy(r.pages, r.pages[r.pagesOff:])
+		clear(r.pages[n:])
+		r.pages, r.pagesOff = r.pages[:n], 0
+	}
+	if cap(r.pages) > 16 && cap(r.pages) > 4*n {
+		old := cap(r.pages)
+		t := make([]*page, n, max(4, 2*n))
+		copy(t, r.pages[r.pagesOff:])
+		r.pages, r.pagesOff = t, 0
+		r.bytes += pageTableBytes(cap(t)) - pageTableBytes(old)
+	}
+	if n == 0 && cap(r.pages) > 0 {
+		r.bytes -= pageTableBytes(cap(r.pages))
+		r.pages, r.pagesOff = nil, 0
+	}
+}
+
+// writeLabels stores enc into the slot at pos and its continuation slots.
+func (r *ring) writeLabels(pos uint32, enc []byte) {
+	s := r.at(pos)
+	cont := contSlotsFor(len(enc))
+	s.flags = s.flags&^contMask | uint8(cont<<contShift)
+	if cont == 0 {
+		s.nlen = uint8(len(enc))
+		copy(s.lbl[:], enc)
+		return
+	}
+	copy(s.lbl[:], enc[:inlineLabelBytes])
+	rest := enc[inlineLabelBytes:]
+	for i := 1; i <= cont; i++ {
+		n := copy(r.raw(pos+uint32(i))[:], rest)
+		rest = rest[n:]
+		if i == cont {
+			s.nlen = uint8(n)
+		}
+	}
+}
+
+// labelBytes returns the encoded labels of the exemplar at pos: a view of the
+// slot when they fit inline, else a copy assembled in scratch.
+func (r *ring) labelBytes(pos uint32, scratch *[]byte) []byte {
+	s := r.at(pos)
+	cont := s.cont()
+	if cont == 0 {
+		return s.lbl[:s.nlen]
+	}
+	b := append((*scratch)[:0], s.lbl[:]...)
+	for i := uint32(1); i <= cont; i++ {
+		raw := r.raw(pos + i)
+		if i == cont {
+			b = append(b, raw[:s.nlen]...)
+		} else {
+			b = append(b, raw[:]...)
+		}
+	}
+	*scratch = b
+	return b
+}
+
+func (r *ring) labelLen(pos uint32) int {
+	s := r.at(pos)
+	if c := s.cont(); c > 0 {
+		return inlineLabelBytes + int(c-1)*slotBytes + int(s.nlen)
+	}
+	return int(s.nlen)
+}
+
+// maxEncodedLabels is the longest label encoding a slot chain can hold. Only
+// label sets Prometheus' own parsers never produce (hundreds of labels with
+// empty names) come near it.
+const maxEncodedLabels = inlineLabelBytes + maxContSlots*slotBytes
