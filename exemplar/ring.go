@@ -59,7 +59,7 @@ type page [pageSlots]slot
 
 var pageBytes = allocSize(int64(unsafe.Sizeof(page{})), false)
 
-func (s *slot) cont() uint32 { return uint32(s.flags&contMask) >> contShift }
+func (s *slot) cont() uint32  { return uint32(s.flags&contMask) >> contShift }
 func (s *slot) width() uint32 { return 1 + s.cont() }
 func (s *slot) hasTs() bool   { return s.flags&flagHasTs != 0 }
 
@@ -219,7 +219,7 @@ func (r *ring) writeLabels(pos uint32, enc []byte) {
 	copy(s.lbl[:], enc[:inlineLabelBytes])
 	rest := enc[inlineLabelBytes:]
 	for i := 1; i <= cont; i++ {
-		n := copy(r.raw(pos+uint32(i))[:], rest)
+		n := copy(r.raw(pos + uint32(i))[:], rest)
 		rest = rest[n:]
 		if i == cont {
 			s.nlen = uint8(n)

@@ -8,9 +8,9 @@ package exemplar
 // running runtime so a Go upgrade that changes them fails loudly.
 
 const (
-	maxSmallSize          = 32768
-	runtimePageSize       = 8192
-	mallocHeaderSize      = 8
+	maxSmallSize           = 32768
+	runtimePageSize        = 8192
+	mallocHeaderSize       = 8
 	minSizeForMallocHeader = 512
 )
 
