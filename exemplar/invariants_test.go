@@ -40,9 +40,6 @@ func (s *Store) checkInvariants() error {
 				return fmt.Errorf("slot %d: series %d >= %d", p, sl.series, s.series.n)
 			}
 			perSeries[sl.series]++
-			if s.lim.maxAgeMs == 0 && false {
-				return nil
-			}
 		}
 		p += sl.width()
 	}
@@ -114,12 +111,30 @@ func (s *Store) checkInvariants() error {
 			return fmt.Errorf("series %d list has %d, count %d", id, n, ser.count)
 		}
 	}
+	if s.aging() {
+		if len(s.age.ids) != s.series.n {
+			return fmt.Errorf("age heap holds %d series, table %d", len(s.age.ids), s.series.n)
+		}
+		for i, id := range s.age.ids {
+			if s.series.at(id).heapPos != uint32(i) {
+				return fmt.Errorf("age heap position of series %d is %d, found at %d", id, s.series.at(id).heapPos, i)
+			}
+			if i > 0 && s.ageKey(s.age.ids[(i-1)/2]) > s.ageKey(id) {
+				return fmt.Errorf("age heap order broken at %d", i)
+			}
+		}
+		if s.haveNewest && s.ring.live > 0 && s.ageKey(s.age.ids[0]) < s.ageCutoff() {
+			return fmt.Errorf("aged exemplar held: oldest %d < cutoff %d", s.ageKey(s.age.ids[0]), s.ageCutoff())
+		}
+	} else if s.age.ids != nil {
+		return fmt.Errorf("age heap kept without MaxAge")
+	}
 	if s.closed {
 		return nil
 	}
 	want := storeBytes + int64(r.npages())*pageBytes + pageTableBytes(cap(r.pages)) +
 		int64(len(s.series.pages))*seriesPageBytes + seriesTableBytes(cap(s.series.pages)) +
-		indexBytes(len(s.series.index)) + labelBytes + s.symBytes
+		indexBytes(len(s.series.index)) + labelBytes + s.symBytes + ageHeapBytes(cap(s.age.ids))
 	if want != s.bytes {
 		return fmt.Errorf("accounted %d bytes, recount %d", s.bytes, want)
 	}

@@ -35,7 +35,6 @@ const (
 	flagHasTs   = 1
 	contShift   = 1
 	contMask    = 0x3f << contShift
-	sweepPerAdd = 4
 )
 
 type slot struct {
@@ -246,14 +245,6 @@ func (r *ring) labelBytes(pos uint32, scratch *[]byte) []byte {
 	}
 	*scratch = b
 	return b
-}
-
-func (r *ring) labelLen(pos uint32) int {
-	s := r.at(pos)
-	if c := s.cont(); c > 0 {
-		return inlineLabelBytes + int(c-1)*slotBytes + int(s.nlen)
-	}
-	return int(s.nlen)
 }
 
 // maxEncodedLabels is the longest label encoding a slot chain can hold. Only

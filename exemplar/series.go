@@ -18,6 +18,8 @@ type series struct {
 	oldest uint32 // ring position of the exemplar with the smallest timestamp
 	newest uint32 // ring position of the exemplar with the largest timestamp
 	count  uint32
+	// heapPos is the series' place in the age heap (while MaxAge is set).
+	heapPos uint32
 }
 
 // seriesPerPage fills a 20480-byte size class exactly (pages hold pointers, so
@@ -181,9 +183,9 @@ func (t *seriesTable) resizeIndex() bool {
 	return true
 }
 
-// remove deletes series id. If another series moves into id, it returns the
-// moved series' former id and true, so the caller can repoint its exemplars.
-func (t *seriesTable) remove(id uint32) (movedFrom uint32, moved bool) {
+// remove deletes series id. If the last series moves into id to keep the
+// table dense, it returns true so the caller can repoint its exemplars.
+func (t *seriesTable) remove(id uint32) (moved bool) {
 	s := t.at(id)
 	t.deleteIndex(id, s.hash)
 	t.bytes -= storedSize(s.lbls)
@@ -192,7 +194,7 @@ func (t *seriesTable) remove(id uint32) (movedFrom uint32, moved bool) {
 		ls := t.at(last)
 		t.index[t.slotOf(last, ls.hash)] = id + 1
 		*s = *ls
-		movedFrom, moved = last, true
+		moved = true
 	}
 	*t.at(last) = series{}
 	t.n--
@@ -212,5 +214,5 @@ func (t *seriesTable) remove(id uint32) (movedFrom uint32, moved bool) {
 		t.bytes += seriesTableBytes(cap(p)) - seriesTableBytes(c)
 	}
 	t.resizeIndex()
-	return movedFrom, moved
+	return moved
 }

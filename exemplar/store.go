@@ -31,7 +31,8 @@ type Store struct {
 
 	newestTs   int64 // largest timestamp accepted; MaxAge is relative to it
 	haveNewest bool
-	sweep      uint32 // next position the incremental age sweep looks at
+	age        ageHeap
+	ageBytes   int64
 	symBytes   int64
 	bytes      int64 // everything above plus the Store itself
 	seriesGen  uint64
@@ -205,6 +206,22 @@ func (s *Store) add(l labels.Labels, hash uint64, e exemplar.Exemplar) (victim *
 		return nil, err
 	}
 
+	if s.lim.maxBytes > 0 {
+		// Refuse what cannot fit even alone before changing anything.
+		if min := s.minimalFootprint(l, e, len(enc), newNames); min > s.lim.maxBytes {
+			return nil, fmt.Errorf("%w: needs %d bytes with the store empty, MaxBytes is %d", ErrExemplarTooLarge, min, s.lim.maxBytes)
+		}
+	}
+	if !s.haveNewest || e.Ts > s.newestTs {
+		s.newestTs, s.haveNewest = e.Ts, true
+		if s.aging() {
+			gen := s.seriesGen
+			s.evictAged()
+			if s.seriesGen != gen {
+				id, found = s.series.find(hash, l, &w.series)
+			}
+		}
+	}
 	if newNames > 0 {
 		s.symBytes += internExemplarLabelNames(e.Labels, &s.syms)
 		enc, _ = encodeExemplarLabels(w.enc[:0], e.Labels, &s.syms)
@@ -220,7 +237,7 @@ func (s *Store) add(l labels.Labels, hash uint64, e exemplar.Exemplar) (victim *
 			if labelCost < 0 {
 				labelCost = seriesLabelCost(l)
 			}
-			c += s.series.addCost(labelCost)
+			c += s.series.addCost(labelCost) + s.heapGrowCost()
 		}
 		return c
 	}
@@ -308,12 +325,6 @@ func (s *Store) add(l labels.Labels, hash uint64, e exemplar.Exemplar) (victim *
 		s.budget.used.Add(-reserved)
 	}
 
-	if !s.haveNewest || e.Ts > s.newestTs {
-		s.newestTs, s.haveNewest = e.Ts, true
-	}
-	if s.lim.maxAgeMs > 0 {
-		s.evictAged(sweepPerAdd)
-	}
 	if s.ring.holes > s.ring.live/4+pageSlots {
 		s.compact()
 	}
@@ -391,7 +402,7 @@ func (s *Store) nextVictimTs(found bool, l labels.Labels, e exemplar.Exemplar, e
 	}
 	need := r.growCost(1 + contSlotsFor(encLen))
 	if !found {
-		need += s.series.addCost(seriesLabelCost(l))
+		need += s.series.addCost(seriesLabelCost(l)) + s.heapGrowCost()
 	}
 	if newNames > 0 {
 		need += newSymbolsCost(e.Labels, &s.syms)
@@ -413,6 +424,21 @@ func (s *Store) nextVictimTs(found bool, l labels.Labels, e exemplar.Exemplar, e
 		}
 	}
 	return 0, false
+}
+
+// minimalFootprint is what the store would hold with only e in it.
+func (s *Store) minimalFootprint(l labels.Labels, e exemplar.Exemplar, encLen, newNames int) int64 {
+	slots := 1 + contSlotsFor(encLen)
+	n := storeBytes + s.symBytes +
+		int64((slots+pageSlots-1)/pageSlots)*pageBytes + pageTableBytes(4) +
+		seriesPageBytes + seriesTableBytes(4) + indexBytes(minIndexSize) + seriesLabelCost(l)
+	if newNames > 0 {
+		n += newSymbolsCost(e.Labels, &s.syms)
+	}
+	if s.aging() {
+		n += ageHeapBytes(16)
+	}
+	return n
 }
 
 func (s *Store) ageCutoff() int64 {
@@ -482,6 +508,9 @@ func (s *Store) insert(id uint32, e exemplar.Exemplar, enc []byte, slots int) {
 	if ser.count == 1 {
 		sl.prev, sl.next = pos, pos
 		ser.oldest, ser.newest = pos, pos
+		if s.aging() {
+			s.heapPush(id)
+		}
 		return
 	}
 	after, ok := s.insertAfter(ser, e.Ts)
@@ -489,6 +518,9 @@ func (s *Store) insert(id uint32, e exemplar.Exemplar, enc []byte, slots int) {
 		sl.prev, sl.next = pos, ser.oldest
 		r.at(ser.oldest).prev = pos
 		ser.oldest = pos
+		if s.aging() {
+			s.heapFix(id)
+		}
 		return
 	}
 	a := r.at(after)
@@ -540,21 +572,35 @@ func (s *Store) removeExemplar(pos uint32, reason int) {
 		}
 		r.releaseFront()
 	} else {
-		if r.holes == 0 || !r.inRing(r.holeFrom) || pos-r.head < r.holeFrom-r.head {
+		switch {
+		case r.holes == 0:
+			r.holeFrom = pos
+		case !r.inRing(r.holeFrom):
+			// The head moved past the first hole we knew of; the others are
+			// somewhere after it.
+			r.holeFrom = r.head
+		case pos-r.head < r.holeFrom-r.head:
 			r.holeFrom = pos
 		}
 		r.holes += int64(width)
 	}
 	s.c.evicted[reason]++
-	if ser.count == 0 {
+	switch {
+	case ser.count == 0:
+		if s.aging() {
+			s.heapRemove(id)
+		}
 		s.removeSeries(id)
+	case !hasPrev && s.aging():
+		s.heapFix(id) // its oldest changed
 	}
 }
 
 func (s *Store) removeSeries(id uint32) {
-	movedFrom, moved := s.series.remove(id)
-	_ = movedFrom
-	if moved {
+	if s.series.remove(id) {
+		if s.aging() {
+			s.age.ids[s.series.at(id).heapPos] = id
+		}
 		ser := s.series.at(id)
 		r := &s.ring
 		for p := ser.oldest; ; {
@@ -595,7 +641,6 @@ func (s *Store) compact() {
 	r.tail = w
 	r.holes = 0
 	r.releaseBack()
-	s.sweep = r.head
 }
 
 // move copies the k slots of the exemplar at from down to to (to < from) and
@@ -625,30 +670,6 @@ func (s *Store) move(from, to, k uint32) {
 	}
 }
 
-// evictAged drops aged exemplars at the head, then looks at up to budget more
-// positions of an incremental sweep for aged exemplars behind younger ones.
-func (s *Store) evictAged(budget int) {
-	r := &s.ring
-	cutoff := s.ageCutoff()
-	for r.live > 0 && r.at(r.head).ts < cutoff {
-		s.removeExemplar(r.head, reasonAge)
-	}
-	for i := 0; (budget < 0 || i < budget) && r.live > 0; i++ {
-		if !r.inRing(s.sweep) {
-			if budget < 0 && i > 0 {
-				return
-			}
-			s.sweep = r.head
-		}
-		pos := s.sweep
-		sl := r.at(pos)
-		s.sweep += sl.width()
-		if sl.series != deadSeries && sl.ts < cutoff {
-			s.removeExemplar(pos, reasonAge)
-		}
-	}
-}
-
 // evictForBudget is the budget eviction for a victim whose lock the caller
 // could not take without waiting.
 func (s *Store) evictForBudget() {
@@ -672,7 +693,7 @@ func (s *Store) evictForBudgetLocked() {
 }
 
 func (s *Store) syncBytes() {
-	n := storeBytes + s.ring.bytes + s.series.bytes + s.symBytes
+	n := storeBytes + s.ring.bytes + s.series.bytes + s.symBytes + s.ageBytes
 	if s.closed {
 		n = 0
 	}
@@ -937,9 +958,15 @@ func (s *Store) enforce() {
 			}
 		}
 	}
-	if s.lim.maxAgeMs > 0 && s.haveNewest {
-		s.sweep = r.head
-		s.evictAged(-1)
+	if s.aging() {
+		if s.age.ids == nil && s.series.n > 0 {
+			s.buildAgeHeap()
+		}
+		if s.haveNewest {
+			s.evictAged()
+		}
+	} else if s.age.ids != nil {
+		s.dropAgeHeap()
 	}
 	for r.live > s.lim.maxExemplars {
 		s.removeExemplar(r.head, reasonCount)
@@ -1016,6 +1043,7 @@ func (s *Store) Close() error {
 	s.series = seriesTable{}
 	s.syms = symbolTable{}
 	s.symBytes = 0
+	s.age, s.ageBytes = ageHeap{}, 0
 	s.syncBytes()
 	s.publish()
 	b, reg, c := s.budget, s.registerer, s.collector
