@@ -13,7 +13,9 @@ type ageHeap struct {
 	ids []uint32
 }
 
-func ageHeapBytes(capacity int) int64 { return allocSize(int64(capacity)*int64(unsafe.Sizeof(uint32(0))), false) }
+func ageHeapBytes(capacity int) int64 {
+	return allocSize(int64(capacity)*int64(unsafe.Sizeof(uint32(0))), false)
+}
 
 func (s *Store) aging() bool { return s.lim.maxAgeMs > 0 }
 

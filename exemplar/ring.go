@@ -32,9 +32,9 @@ const (
 	maxContSlots     = 63
 	deadSeries       = ^uint32(0)
 
-	flagHasTs   = 1
-	contShift   = 1
-	contMask    = 0x3f << contShift
+	flagHasTs = 1
+	contShift = 1
+	contMask  = 0x3f << contShift
 )
 
 type slot struct {
