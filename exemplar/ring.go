@@ -112,6 +112,30 @@ func pageTableBytes(capacity int) int64 {
 	return allocSize(int64(capacity)*int64(unsafe.Sizeof((*page)(nil))), true)
 }
 
+// compactionHelps says whether compacting would free a page or spare the
+// page writing k more slots would otherwise add.
+func (r *ring) compactionHelps(k int) bool {
+	if r.holes == 0 {
+		return false
+	}
+	if r.holes >= pageSlots {
+		return true
+	}
+	last := int((r.tail - uint32(r.holes) + uint32(k) - 1 - r.base) >> pageShift)
+	return last+1 < r.npages()+r.pagesToAdd(k)
+}
+
+// bestGrowCost is growCost, or what writing k slots would cost after a
+// compaction if that is less (negative when compaction frees pages).
+func (r *ring) bestGrowCost(k int) int64 {
+	c := r.growCost(k)
+	if r.holes == 0 {
+		return c
+	}
+	last := int((r.tail - uint32(r.holes) + uint32(k) - 1 - r.base) >> pageShift)
+	return min(c, int64(last+1-r.npages())*pageBytes)
+}
+
 // growCost is the bytes writing k more slots would add.
 func (r *ring) growCost(k int) int64 {
 	n := r.pagesToAdd(k)

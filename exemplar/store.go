@@ -268,8 +268,12 @@ func (s *Store) add(l labels.Labels, hash uint64, e exemplar.Exemplar) (victim *
 			if s.bytes+need() <= s.lim.maxBytes {
 				break
 			}
-			if s.ring.holes >= pageSlots {
+			// Holes are memory too: reclaim them before evicting anyone's
+			// exemplars, so a series replacing its own oldest (MaxPerSeries)
+			// never costs another series an exemplar.
+			if s.ring.compactionHelps(slots) {
 				s.compact()
+				s.syncBytes()
 				continue
 			}
 			if s.ring.live == 0 {
@@ -297,7 +301,7 @@ func (s *Store) add(l labels.Labels, hash uint64, e exemplar.Exemplar) (victim *
 				return nil, fmt.Errorf("%w: needs %d bytes, the shared budget has %d of %d free and nothing above its floor to evict",
 					ErrExemplarTooLarge, n, b.max-b.used.Load(), b.max)
 			case v == s:
-				if s.ring.holes >= pageSlots {
+				if s.ring.compactionHelps(slots) {
 					s.compact()
 				} else {
 					s.removeExemplar(s.ring.head, reasonBudget)
@@ -400,7 +404,7 @@ func (s *Store) nextVictimTs(found bool, l labels.Labels, e exemplar.Exemplar, e
 	if s.lim.maxBytes <= 0 && s.budget == nil {
 		return 0, false
 	}
-	need := r.growCost(1 + contSlotsFor(encLen))
+	need := r.bestGrowCost(1 + contSlotsFor(encLen))
 	if !found {
 		need += s.series.addCost(seriesLabelCost(l)) + s.heapGrowCost()
 	}
@@ -408,8 +412,7 @@ func (s *Store) nextVictimTs(found bool, l labels.Labels, e exemplar.Exemplar, e
 		need += newSymbolsCost(e.Labels, &s.syms)
 	}
 	if s.lim.maxBytes > 0 {
-		reclaimable := (r.holes / pageSlots) * pageBytes
-		if s.bytes+need-reclaimable > s.lim.maxBytes {
+		if s.bytes+need > s.lim.maxBytes {
 			return r.at(r.head).ts, true
 		}
 	}
@@ -683,7 +686,7 @@ func (s *Store) evictForBudgetLocked() {
 	if b == nil || s.ring.live == 0 || s.bytes <= b.floor {
 		return
 	}
-	if s.ring.holes >= pageSlots {
+	if s.ring.compactionHelps(0) {
 		s.compact()
 	} else {
 		s.removeExemplar(s.ring.head, reasonBudget)
@@ -974,7 +977,7 @@ func (s *Store) enforce() {
 	s.compact()
 	s.syncBytes()
 	for s.lim.maxBytes > 0 && s.bytes > s.lim.maxBytes && r.live > 0 {
-		if r.holes >= pageSlots {
+		if r.compactionHelps(0) {
 			s.compact()
 		} else {
 			s.removeExemplar(r.head, reasonBytes)
