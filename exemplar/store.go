@@ -206,12 +206,6 @@ func (s *Store) add(l labels.Labels, hash uint64, e exemplar.Exemplar) (victim *
 		return nil, err
 	}
 
-	if s.lim.maxBytes > 0 {
-		// Refuse what cannot fit even alone before changing anything.
-		if min := s.minimalFootprint(l, e, len(enc), newNames); min > s.lim.maxBytes {
-			return nil, fmt.Errorf("%w: needs %d bytes with the store empty, MaxBytes is %d", ErrExemplarTooLarge, min, s.lim.maxBytes)
-		}
-	}
 	if !s.haveNewest || e.Ts > s.newestTs {
 		s.newestTs, s.haveNewest = e.Ts, true
 		if s.aging() {
@@ -381,6 +375,12 @@ func (s *Store) judge(w *work, id uint32, found bool, l labels.Labels, e exempla
 	if r.live > 0 {
 		if victimTs, full := s.nextVictimTs(found, l, e, len(enc), newNames); full && e.Ts < victimTs {
 			return false, s.refuse(refusedStaleFull, appended)
+		}
+	}
+	if s.lim.maxBytes > 0 {
+		// Refuse what cannot fit even alone before evicting anything for it.
+		if min := s.minimalFootprint(l, e, len(enc), newNames); min > s.lim.maxBytes {
+			return false, fmt.Errorf("%w: needs %d bytes with the store empty, MaxBytes is %d", ErrExemplarTooLarge, min, s.lim.maxBytes)
 		}
 	}
 	return false, nil
