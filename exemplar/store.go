@@ -954,6 +954,14 @@ func (s *Store) SetLimits(o Options) error {
 // enforce evicts until every limit holds.
 func (s *Store) enforce() {
 	r := &s.ring
+	// The age heap exists exactly while MaxAge is set; build or drop it before
+	// anything below evicts.
+	switch {
+	case s.aging() && s.age.ids == nil && s.series.n > 0:
+		s.buildAgeHeap()
+	case !s.aging() && s.age.ids != nil:
+		s.dropAgeHeap()
+	}
 	if m := s.lim.maxPerSeries; m > 0 {
 		for id := 0; id < s.series.n; id++ {
 			for ser := s.series.at(uint32(id)); int64(ser.count) > m; {
@@ -961,15 +969,8 @@ func (s *Store) enforce() {
 			}
 		}
 	}
-	if s.aging() {
-		if s.age.ids == nil && s.series.n > 0 {
-			s.buildAgeHeap()
-		}
-		if s.haveNewest {
-			s.evictAged()
-		}
-	} else if s.age.ids != nil {
-		s.dropAgeHeap()
+	if s.aging() && s.haveNewest {
+		s.evictAged()
 	}
 	for r.live > s.lim.maxExemplars {
 		s.removeExemplar(r.head, reasonCount)
