@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/labels"
@@ -115,4 +116,15 @@ func FuzzLabelsRoundTrip(f *testing.F) {
 		require.Equal(t, storage.ErrDuplicateExemplar, s.ValidateExemplar(series, e), "equal labels encode equally")
 		requireInvariants(t, s)
 	})
+}
+
+// checkExemplarLabels is Prometheus' rule, restated: names and values
+// together are at most exemplar.ExemplarMaxLabelSetLength runes.
+func checkExemplarLabels(ls labels.Labels) error {
+	n := 0
+	ls.Range(func(l labels.Label) { n += utf8.RuneCountInString(l.Name) + utf8.RuneCountInString(l.Value) })
+	if n > exemplar.ExemplarMaxLabelSetLength {
+		return storage.ErrExemplarLabelLength
+	}
+	return nil
 }

@@ -132,7 +132,11 @@ func (s *Store) checkInvariants() error {
 	if s.closed {
 		return nil
 	}
-	want := storeBytes + int64(r.npages())*pageBytes + pageTableBytes(cap(r.pages)) +
+	spare := int64(0)
+	if r.spare != nil {
+		spare = pageBytes
+	}
+	want := storeBytes + int64(r.npages())*pageBytes + spare + pageTableBytes(r.tableCap) +
 		int64(len(s.series.pages))*seriesPageBytes + seriesTableBytes(cap(s.series.pages)) +
 		indexBytes(len(s.series.index)) + labelBytes + s.symBytes + ageHeapBytes(cap(s.age.ids))
 	if want != s.bytes {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 	"unsafe"
 
@@ -47,7 +48,17 @@ func symbolHash(name string) uint32 {
 }
 
 func (t *symbolTable) lookup(name string) uint8 {
-	if len(name) > maxSymbolLen || len(t.names) == 0 {
+	if len(name) > maxSymbolLen {
+		return 0
+	}
+	// Most stores see a handful of names: comparing beats hashing.
+	const scan = 8
+	for i, n := range t.names[:min(len(t.names), scan)] {
+		if n == name {
+			return uint8(i + 1)
+		}
+	}
+	if len(t.names) <= scan {
 		return 0
 	}
 	for h := symbolHash(name) & (symbolSlots - 1); ; h = (h + 1) & (symbolSlots - 1) {
@@ -107,55 +118,102 @@ func cloneString(s string) string {
 	return unsafe.String(&b[0], len(b))
 }
 
-func isLowerHex(s string) bool {
-	if len(s) < 2 || len(s)%2 != 0 {
-		return false
+// hexValue maps a lowercase hex digit to its value and anything else to 0xff.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
 	}
-	return true
-}
+	return t
+}()
 
-func unhex(c byte) byte {
-	if c <= '9' {
-		return c - '0'
+// appendValue encodes a label value: lowercase hex of even length as the
+// bytes it spells, anything else as is. One pass: decode optimistically and
+// fall back to raw bytes at the first non-hex digit.
+func appendValue(dst []byte, v string) []byte {
+	n := len(v)
+	if n >= 2 && n%2 == 0 {
+		mark := len(dst)
+		dst = appendUvarint(dst, uint64(n)<<1|1)
+		start := len(dst)
+		dst = slices.Grow(dst, n/2)[:start+n/2]
+		out := dst[start:]
+		var bad byte
+		for i := range out {
+			hi, lo := hexValue[v[2*i]], hexValue[v[2*i+1]]
+			bad |= hi | lo
+			out[i] = hi<<4 | lo
+		}
+		if bad&0xf0 == 0 {
+			return dst
+		}
+		dst = dst[:mark]
 	}
-	return c - 'a' + 10
+	dst = appendUvarint(dst, uint64(n)<<1)
+	return append(dst, v...)
 }
 
 const hexDigits = "0123456789abcdef"
 
-// encodeExemplarLabels appends the encoding of ls to dst. Names without a
-// symbol are written literally; newNames counts those that add() would turn
-// into symbols (so the caller can intern them and encode again).
-func encodeExemplarLabels(dst []byte, ls labels.Labels, syms *symbolTable) (out []byte, newNames int) {
+// encodeExemplarLabels appends the encoding of ls to dst and counts the runes
+// of its names and values (Prometheus' length rule). Names without a symbol
+// are written literally; newNames counts those add() would turn into symbols
+// (so the caller can intern them and encode again). Values are hex-packed only
+// with packHex: the caller asks for it when the plain encoding does not fit
+// inline, which keeps the encoding a function of the labels and the symbol
+// table alone.
+func encodeExemplarLabels(dst []byte, ls labels.Labels, syms *symbolTable, packHex bool) (out []byte, newNames, runes int) {
+	n := 0
 	ls.Range(func(l labels.Label) {
+		n += len(l.Name) + len(l.Value)
 		if id := syms.lookup(l.Name); id != 0 {
 			dst = append(dst, id)
 		} else {
-			if len(l.Name) <= maxSymbolLen {
+			if len(l.Name) <= maxSymbolLen && len(syms.names) < maxSymbols {
 				newNames++
 			}
-			dst = append(dst, 0)
-			dst = binary.AppendUvarint(dst, uint64(len(l.Name)))
+			dst = appendUvarint(append(dst, 0), uint64(len(l.Name)))
 			dst = append(dst, l.Name...)
 		}
-		v := l.Value
-		if isLowerHex(v) {
-			dst = binary.AppendUvarint(dst, uint64(len(v))<<1|1)
-			for i := 0; i < len(v); i += 2 {
-				dst = append(dst, unhex(v[i])<<4|unhex(v[i+1]))
-			}
+		if packHex {
+			dst = appendValue(dst, l.Value)
 		} else {
-			dst = binary.AppendUvarint(dst, uint64(len(v))<<1)
-			dst = append(dst, v...)
+			dst = appendUvarint(dst, uint64(len(l.Value))<<1)
+			dst = append(dst, l.Value...)
 		}
 	})
-	return dst, newNames
+	// A rune is at least a byte: only long label sets need counting.
+	if n <= exemplar.ExemplarMaxLabelSetLength {
+		return dst, newNames, n
+	}
+	ls.Range(func(l labels.Label) { runes += utf8.RuneCountInString(l.Name) + utf8.RuneCountInString(l.Value) })
+	return dst, newNames, runes
+}
+
+// appendUvarint is binary.AppendUvarint with the one-byte case inlined.
+func appendUvarint(dst []byte, x uint64) []byte {
+	if x < 0x80 {
+		return append(dst, byte(x))
+	}
+	return binary.AppendUvarint(dst, x)
+}
+
+// encodeLabels is the store's encoding of an exemplar's labels, or
+// storage.ErrExemplarLabelLength.
+func encodeLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int, error) {
+	enc, newNames, runes := encodeExemplarLabels(dst, ls, syms, false)
+	if runes > exemplar.ExemplarMaxLabelSetLength {
+		return enc, 0, storage.ErrExemplarLabelLength
+	}
+	if len(enc) > inlineLabelBytes {
+		enc, _, _ = encodeExemplarLabels(enc[:0], ls, syms, true)
+	}
+	if len(enc) > maxEncodedLabels {
+		return enc, 0, storage.ErrExemplarLabelLength
+	}
+	return enc, newNames, nil
 }
 
 // internExemplarLabelNames adds every symbol-worthy name of ls to syms and
@@ -272,26 +330,17 @@ func (d *labelDecoder) decode(enc []byte, syms *symbolTable) (labels.Labels, err
 // surfaces.
 var errCorrupt = errors.New("exemplar: internal error: corrupt label encoding")
 
-// checkExemplarLabels applies Prometheus' rule: the names and values together
-// are at most exemplar.ExemplarMaxLabelSetLength runes.
-func checkExemplarLabels(ls labels.Labels) error {
-	n := 0
-	return ls.Validate(func(l labels.Label) error {
-		n += utf8.RuneCountInString(l.Name)
-		n += utf8.RuneCountInString(l.Value)
-		if n > exemplar.ExemplarMaxLabelSetLength {
-			return storage.ErrExemplarLabelLength
-		}
-		return nil
-	})
-}
-
-// checkSeriesLabels refuses what Prometheus' head refuses for a series: an
-// empty label set or a repeated label name.
+// checkSeriesLabels refuses an empty label set, which Prometheus' head never
+// holds. The other check the head makes, repeated names, costs a scan and runs
+// only when a series is created (checkNewSeriesLabels).
 func checkSeriesLabels(ls labels.Labels) error {
 	if ls.IsEmpty() {
 		return fmt.Errorf("%w: empty label set", ErrInvalidSeriesLabels)
 	}
+	return nil
+}
+
+func checkNewSeriesLabels(ls labels.Labels) error {
 	if name, dup := ls.HasDuplicateLabelNames(); dup {
 		return fmt.Errorf("%w: label name %q is not unique", ErrInvalidSeriesLabels, name)
 	}

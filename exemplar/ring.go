@@ -71,22 +71,29 @@ func contSlotsFor(n int) int {
 }
 
 type ring struct {
-	pages    []*page // pages[pagesOff:] cover positions base, base+pageSlots, ...
-	pagesOff int
+	// pages cover positions base, base+pageSlots, ...; dropping the first
+	// page reslices, so tableCap remembers the allocation for accounting.
+	pages    []*page
+	tableCap int
 	base     uint32
 	head     uint32 // oldest live exemplar, or tail if empty
 	tail     uint32 // next position to write
 	live     int64  // live exemplars
 	holes    int64  // dead slots between head and tail
 	holeFrom uint32 // no hole before this position (when holes > 0 and it is not behind head)
-	bytes    int64  // heap held: pages and the page table
+	// spare is the last page released, kept (and accounted) for the next one
+	// needed: in steady state the ring frees a page at its head as often as it
+	// needs one at its tail, and recycling it spares the allocator and the GC.
+	// The byte limits drop it before they evict anything.
+	spare *page
+	bytes int64 // heap held: pages, the spare, the page table
 }
 
-func (r *ring) npages() int { return len(r.pages) - r.pagesOff }
+func (r *ring) npages() int { return len(r.pages) }
 
 func (r *ring) at(pos uint32) *slot {
 	i := pos - r.base
-	return &r.pages[r.pagesOff+int(i>>pageShift)][i&pageMask]
+	return &r.pages[i>>pageShift][i&pageMask]
 }
 
 // raw returns the 64 bytes of the slot at pos, for continuation data.
@@ -143,8 +150,11 @@ func (r *ring) growCost(k int) int64 {
 		return 0
 	}
 	c := int64(n) * pageBytes
+	if r.spare != nil {
+		c -= pageBytes
+	}
 	if len(r.pages)+n > cap(r.pages) {
-		c += pageTableBytes(r.newTableCap(n)) - pageTableBytes(cap(r.pages))
+		c += pageTableBytes(r.newTableCap(n)) - pageTableBytes(r.tableCap)
 	}
 	return c
 }
@@ -166,13 +176,20 @@ func (r *ring) reserve(k int) uint32 {
 	}
 	if n := r.pagesToAdd(k); n > 0 {
 		if len(r.pages)+n > cap(r.pages) {
-			old := cap(r.pages)
-			t := make([]*page, r.npages(), r.newTableCap(n))
-			copy(t, r.pages[r.pagesOff:])
-			r.pages, r.pagesOff = t, 0
-			r.bytes += pageTableBytes(cap(t)) - pageTableBytes(old)
+			t := make([]*page, len(r.pages), r.newTableCap(n))
+			copy(t, r.pages)
+			clear(r.pages)
+			r.pages = t
+			r.bytes += pageTableBytes(cap(t)) - pageTableBytes(r.tableCap)
+			r.tableCap = cap(t)
 		}
 		for range n {
+			if p := r.spare; p != nil {
+				// Stale slot contents are harmless: every field of a slot is
+				// written before it is read.
+				r.pages, r.spare = append(r.pages, p), nil
+				continue
+			}
 			r.pages = append(r.pages, new(page))
 			r.bytes += pageBytes
 		}
@@ -184,11 +201,14 @@ func (r *ring) reserve(k int) uint32 {
 
 // releaseFront frees pages wholly before head.
 func (r *ring) releaseFront() {
-	for r.npages() > 0 && r.head-r.base >= pageSlots {
-		r.pages[r.pagesOff] = nil
-		r.pagesOff++
+	if r.head-r.base < pageSlots {
+		return
+	}
+	for len(r.pages) > 0 && r.head-r.base >= pageSlots {
+		r.release(r.pages[0])
+		r.pages[0] = nil
+		r.pages = r.pages[1:]
 		r.base += pageSlots
-		r.bytes -= pageBytes
 	}
 	r.shrinkTable()
 }
@@ -199,39 +219,53 @@ func (r *ring) releaseBack() {
 	if r.tail != r.base {
 		keep = int((r.tail-1-r.base)>>pageShift) + 1
 	}
-	for r.npages() > keep {
+	for len(r.pages) > keep {
+		r.release(r.pages[len(r.pages)-1])
 		r.pages[len(r.pages)-1] = nil
 		r.pages = r.pages[:len(r.pages)-1]
-		r.bytes -= pageBytes
 	}
 	r.shrinkTable()
+}
+
+// release keeps p as the spare or frees it.
+func (r *ring) release(p *page) {
+	if r.spare == nil {
+		r.spare = p
+		return
+	}
+	r.bytes -= pageBytes
+}
+
+// dropSpare frees the spare page; it reports whether there was one.
+func (r *ring) dropSpare() bool {
+	if r.spare == nil {
+		return false
+	}
+	r.spare = nil
+	r.bytes -= pageBytes
+	return true
 }
 
 // shrinkTable keeps the page table proportional to the pages in use, so churn
 // does not leave a large table behind.
 func (r *ring) shrinkTable() {
-	n := r.npages()
-	if r.pagesOff > 0 && (r.pagesOff > n || len(r.pages) == cap(r.pages)) {
-		copy(r.pages, r.pages[r.pagesOff:])
-		clear(r.pages[n:])
-		r.pages, r.pagesOff = r.pages[:n], 0
-	}
-	if cap(r.pages) > 16 && cap(r.pages) > 4*n {
-		old := cap(r.pages)
+	n := len(r.pages)
+	switch {
+	case n == 0 && r.tableCap > 0:
+		r.bytes -= pageTableBytes(r.tableCap)
+		r.pages, r.tableCap = nil, 0
+	case r.tableCap > 16 && r.tableCap > 4*n:
 		t := make([]*page, n, max(4, 2*n))
-		copy(t, r.pages[r.pagesOff:])
-		r.pages, r.pagesOff = t, 0
-		r.bytes += pageTableBytes(cap(t)) - pageTableBytes(old)
-	}
-	if n == 0 && cap(r.pages) > 0 {
-		r.bytes -= pageTableBytes(cap(r.pages))
-		r.pages, r.pagesOff = nil, 0
+		copy(t, r.pages)
+		clear(r.pages)
+		r.pages = t
+		r.bytes += pageTableBytes(cap(t)) - pageTableBytes(r.tableCap)
+		r.tableCap = cap(t)
 	}
 }
 
-// writeLabels stores enc into the slot at pos and its continuation slots.
-func (r *ring) writeLabels(pos uint32, enc []byte) {
-	s := r.at(pos)
+// writeLabels stores enc into s, the slot at pos, and its continuation slots.
+func (r *ring) writeLabels(s *slot, pos uint32, enc []byte) {
 	cont := contSlotsFor(len(enc))
 	s.flags = s.flags&^contMask | uint8(cont<<contShift)
 	if cont == 0 {
@@ -253,7 +287,11 @@ func (r *ring) writeLabels(pos uint32, enc []byte) {
 // labelBytes returns the encoded labels of the exemplar at pos: a view of the
 // slot when they fit inline, else a copy assembled in scratch.
 func (r *ring) labelBytes(pos uint32, scratch *[]byte) []byte {
-	s := r.at(pos)
+	return r.labelBytesOf(r.at(pos), pos, scratch)
+}
+
+// labelBytesOf is labelBytes for s, the slot at pos.
+func (r *ring) labelBytesOf(s *slot, pos uint32, scratch *[]byte) []byte {
 	cont := s.cont()
 	if cont == 0 {
 		return s.lbl[:s.nlen]

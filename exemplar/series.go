@@ -22,11 +22,12 @@ type series struct {
 	heapPos uint32
 }
 
-// seriesPerPage fills a 20480-byte size class exactly (pages hold pointers, so
-// the runtime adds an 8-byte header).
+// seriesPerPage is a power of two so finding a series is a shift and a mask
+// (this runs several times per add); a page is 20 KiB plus the runtime's
+// malloc header, which the accounting includes.
 const (
-	seriesPageClass = 20480
-	seriesPerPage   = (seriesPageClass - mallocHeaderSize) / int(unsafe.Sizeof(series{}))
+	seriesPageShift = 9
+	seriesPerPage   = 1 << seriesPageShift
 	minIndexSize    = 16
 )
 
@@ -42,7 +43,7 @@ type seriesTable struct {
 }
 
 func (t *seriesTable) at(id uint32) *series {
-	return &t.pages[int(id)/seriesPerPage][int(id)%seriesPerPage]
+	return &t.pages[id>>seriesPageShift][id&(seriesPerPage-1)]
 }
 
 func seriesTableBytes(capacity int) int64 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -23,30 +24,32 @@ import (
 // the stale re-adds described in the package documentation. All methods are
 // safe for concurrent use.
 type Store struct {
-	mu     sync.RWMutex
-	lim    limits
-	ring   ring
-	series seriesTable
-	syms   symbolTable
-
-	newestTs   int64 // largest timestamp accepted; MaxAge is relative to it
+	// Fields every add touches come first, so a store costs few cache lines
+	// per add when a process runs hundreds of them (one per tenant).
+	mu         sync.RWMutex
+	lim        limits
+	bytes      int64  // heap held: ring, series, symbols, age heap and the Store itself
+	seed       uint64 // mixed into the series index hash: see seriesHash
+	seriesGen  uint64 // bumped whenever a series is removed (ids may move)
+	newestTs   int64  // largest timestamp accepted; MaxAge is relative to it
 	haveNewest bool
+	closed     bool
+	budget     *Budget
+	ring       ring
+	series     seriesTable
+	c          counters
+	w          work // scratch for writers (mu held)
+
 	age        ageHeap
 	ageBytes   int64
 	symBytes   int64
-	bytes      int64 // everything above plus the Store itself
-	seriesGen  uint64
-	c          counters
-	closed     bool
-	w          work // scratch for writers (mu held)
-
-	budget     *Budget
 	registerer prometheus.Registerer
 	collector  prometheus.Collector
 	// Published for the Budget's victim choice, which must not take locks.
 	pubOldest atomic.Int64
 	pubBytes  atomic.Int64
 	pubLive   atomic.Int64
+	syms      symbolTable // names first; its 512-byte hash table is only read past 8 names
 }
 
 var _ tsdb.ExemplarStorage = (*Store)(nil)
@@ -96,13 +99,12 @@ func New(o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{lim: lim, bytes: storeBytes}
-	s.publish()
-	if o.Budget != nil {
-		if err := o.Budget.join(s); err != nil {
+	s := &Store{lim: lim, bytes: storeBytes, seed: rand.Uint64(), budget: o.Budget}
+	if s.budget != nil {
+		s.publish()
+		if err := s.budget.join(s); err != nil {
 			return nil, err
 		}
-		s.budget = o.Budget
 	}
 	if o.Registerer != nil {
 		c := newStoreCollector(s)
@@ -125,34 +127,36 @@ func New(o Options) (*Store, error) {
 // require before it returns.
 func (s *Store) AddExemplar(l labels.Labels, e exemplar.Exemplar) error {
 	seriesErr := checkSeriesLabels(l)
-	labelErr := checkExemplarLabels(e.Labels)
 	var hash uint64
 	if seriesErr == nil {
-		hash = l.Hash()
+		hash = s.seriesHash(l)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	for {
-		if s.lim.maxExemplars == 0 {
-			return storage.ErrExemplarsDisabled
+		s.mu.Lock()
+		var victim *Store
+		err := storage.ErrExemplarsDisabled
+		if s.lim.maxExemplars != 0 {
+			if err = seriesErr; err == nil {
+				victim, err = s.add(l, hash, &e) // never panics on input: bad input is an error
+			}
 		}
-		if seriesErr != nil {
-			return seriesErr
-		}
-		if labelErr != nil {
-			return labelErr
-		}
-		victim, err := s.add(l, hash, e)
+		s.mu.Unlock()
 		if victim == nil {
 			return err
 		}
 		// Another store holds the budget's oldest exemplar and is busy: evict from
 		// it without holding our lock (two stores evicting from each other must
 		// not deadlock), then judge e again against whatever changed meanwhile.
-		s.mu.Unlock()
 		victim.evictForBudget()
-		s.mu.Lock()
 	}
+}
+
+// seriesHash keys the index. Prometheus' hash mixed with a random per-store
+// seed: label sets crafted to collide in the index's low bits cannot be
+// precomputed.
+func (s *Store) seriesHash(l labels.Labels) uint64 {
+	h := (l.Hash() ^ s.seed) * 0x9e3779b97f4a7c15
+	return h ^ h>>29
 }
 
 // ValidateExemplar returns the error AddExemplar would return for the same
@@ -160,10 +164,9 @@ func (s *Store) AddExemplar(l labels.Labels, e exemplar.Exemplar) error {
 // nothing and return nil — exactly as Prometheus does. It changes nothing.
 func (s *Store) ValidateExemplar(l labels.Labels, e exemplar.Exemplar) error {
 	seriesErr := checkSeriesLabels(l)
-	labelErr := checkExemplarLabels(e.Labels)
 	var hash uint64
 	if seriesErr == nil {
-		hash = l.Hash()
+		hash = s.seriesHash(l)
 	}
 	w := workPool.Get().(*work)
 	defer workPool.Put(w)
@@ -175,30 +178,30 @@ func (s *Store) ValidateExemplar(l labels.Labels, e exemplar.Exemplar) error {
 	if seriesErr != nil {
 		return seriesErr
 	}
-	if labelErr != nil {
-		return labelErr
-	}
-	enc, newNames := encodeExemplarLabels(w.enc[:0], e.Labels, &s.syms)
+	enc, newNames, err := encodeLabels(w.enc[:0], e.Labels, &s.syms)
 	w.enc = enc
-	if len(enc) > maxEncodedLabels {
-		return storage.ErrExemplarLabelLength
+	if err != nil {
+		return err
 	}
-	id, found := s.series.find(hash, l, &w.series)
-	_, err := s.judge(w, id, found, l, e, enc, newNames, false)
+	_, err = s.judge(w, s.lookup(hash, l, &w.series), l, &e, enc, newNames, false)
 	return err
 }
 
 // add runs with s.mu held. A non-nil victim asks the caller to evict from that
 // store without holding s.mu and to call add again.
-func (s *Store) add(l labels.Labels, hash uint64, e exemplar.Exemplar) (victim *Store, err error) {
+func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim *Store, err error) {
 	w := &s.w
-	enc, newNames := encodeExemplarLabels(w.enc[:0], e.Labels, &s.syms)
+	enc, newNames, err := encodeLabels(w.enc[:0], e.Labels, &s.syms)
 	w.enc = enc
-	if len(enc) > maxEncodedLabels {
-		return nil, storage.ErrExemplarLabelLength
+	if err != nil {
+		return nil, err
 	}
 	id, found := s.series.find(hash, l, &w.series)
-	noop, err := s.judge(w, id, found, l, e, enc, newNames, true)
+	var ser *series
+	if found {
+		ser = s.series.at(id)
+	}
+	noop, err := s.judge(w, ser, l, e, enc, newNames, true)
 	if err == storage.ErrDuplicateExemplar || noop {
 		return nil, nil
 	}
@@ -206,143 +209,188 @@ func (s *Store) add(l labels.Labels, hash uint64, e exemplar.Exemplar) (victim *
 		return nil, err
 	}
 
+	// ser stays valid while no series is removed (removal keeps the table
+	// dense by moving another series into the hole); serGen tells.
+	serGen := s.seriesGen
 	if !s.haveNewest || e.Ts > s.newestTs {
 		s.newestTs, s.haveNewest = e.Ts, true
 		if s.aging() {
-			gen := s.seriesGen
 			s.evictAged()
-			if s.seriesGen != gen {
-				id, found = s.series.find(hash, l, &w.series)
-			}
 		}
 	}
 	if newNames > 0 {
 		s.symBytes += internExemplarLabelNames(e.Labels, &s.syms)
-		enc, _ = encodeExemplarLabels(w.enc[:0], e.Labels, &s.syms)
+		enc, _, _ = encodeLabels(w.enc[:0], e.Labels, &s.syms)
 		w.enc = enc
 		s.syncBytes()
 	}
-	slots := 1 + contSlotsFor(len(enc))
-	labelCost := int64(-1) // computed when a new series needs it
-	refind := func() { id, found = s.series.find(hash, l, &w.series) }
-	need := func() int64 {
-		c := s.ring.growCost(slots)
-		if !found {
-			if labelCost < 0 {
-				labelCost = seriesLabelCost(l)
-			}
-			c += s.series.addCost(labelCost) + s.heapGrowCost()
-		}
-		return c
+	if s.seriesGen != serGen {
+		id, found = s.series.find(hash, l, &w.series)
 	}
-
 	// A series at MaxPerSeries makes room by dropping its own oldest.
 	if found && s.lim.maxPerSeries > 0 {
 		gen := s.seriesGen
-		for ser := s.series.at(id); int64(ser.count) >= s.lim.maxPerSeries; {
-			s.removeExemplar(ser.oldest, reasonPerSeries)
-			if s.seriesGen != gen {
-				break
-			}
-		}
-		if s.seriesGen != gen {
-			refind()
+		for cur := s.series.at(id); int64(cur.count) >= s.lim.maxPerSeries && s.seriesGen == gen; {
+			s.removeExemplar(cur.oldest, reasonPerSeries)
 		}
 	}
-	gen := s.seriesGen
 	for s.ring.live >= s.lim.maxExemplars {
 		s.removeExemplar(s.ring.head, reasonCount)
 	}
-	if s.lim.maxBytes > 0 {
-		for {
-			if s.seriesGen != gen {
-				refind()
-				gen = s.seriesGen
-			}
-			if s.bytes+need() <= s.lim.maxBytes {
-				break
-			}
-			// Holes are memory too: reclaim them before evicting anyone's
-			// exemplars, so a series replacing its own oldest (MaxPerSeries)
-			// never costs another series an exemplar.
-			if s.ring.compactionHelps(slots) {
-				s.compact()
-				s.syncBytes()
-				continue
-			}
-			if s.ring.live == 0 {
-				return nil, fmt.Errorf("%w: needs %d bytes, MaxBytes is %d", ErrExemplarTooLarge, need(), s.lim.maxBytes)
-			}
-			s.removeExemplar(s.ring.head, reasonBytes)
-			s.syncBytes()
-		}
-	}
+	slots := 1 + contSlotsFor(len(enc))
 	var reserved int64
-	if b := s.budget; b != nil {
-		for {
-			if s.seriesGen != gen {
-				refind()
-				gen = s.seriesGen
+	if s.lim.maxBytes > 0 || s.budget != nil {
+		a := addition{l: l, hash: hash, id: id, found: found, slots: slots, labelCost: -1, gen: serGen}
+		if s.lim.maxBytes > 0 {
+			if err := s.makeRoom(&a); err != nil {
+				return nil, err
 			}
-			n := need()
-			if b.tryReserve(n) {
-				reserved = n
-				break
-			}
-			v := b.victim(s)
-			switch {
-			case v == nil:
-				return nil, fmt.Errorf("%w: needs %d bytes, the shared budget has %d of %d free and nothing above its floor to evict",
-					ErrExemplarTooLarge, n, b.max-b.used.Load(), b.max)
-			case v == s:
-				if s.ring.compactionHelps(slots) {
-					s.compact()
-				} else {
-					s.removeExemplar(s.ring.head, reasonBudget)
-				}
-				s.syncBytes()
-			case v.mu.TryLock():
-				v.evictForBudgetLocked()
-				v.mu.Unlock()
-			default:
-				s.syncBytes()
-				s.publish()
-				return v, nil
+		}
+		if s.budget != nil {
+			var victim *Store
+			if reserved, victim, err = s.reserveBudget(&a); victim != nil || err != nil {
+				return victim, err
 			}
 		}
 	}
-	if s.seriesGen != gen {
-		refind()
+	if s.seriesGen != serGen {
+		id, found = s.series.find(hash, l, &w.series)
+		ser = nil
+		if found {
+			ser = s.series.at(id)
+		}
 	}
 	if !found {
 		id = s.series.add(l, hash)
+		ser = s.series.at(id)
 	}
-	s.insert(id, e, enc, slots)
-	s.syncBytes()
-	if reserved != 0 {
-		s.budget.used.Add(-reserved)
-	}
-
+	s.insert(id, ser, e, enc, slots)
 	if s.ring.holes > s.ring.live/4+pageSlots {
 		s.compact()
 	}
 	s.c.appended++
 	s.syncBytes()
+	if reserved != 0 {
+		s.budget.used.Add(-reserved)
+	}
 	s.publish()
 	return nil, nil
+}
+
+// lookup returns the series with labels l, or nil.
+func (s *Store) lookup(hash uint64, l labels.Labels, scratch *[]byte) *series {
+	if id, ok := s.series.find(hash, l, scratch); ok {
+		return s.series.at(id)
+	}
+	return nil
+}
+
+// addition is an exemplar on its way in, between judging and inserting.
+type addition struct {
+	l         labels.Labels
+	hash      uint64
+	id        uint32 // its series, if found
+	found     bool
+	slots     int    // slots it takes in the ring
+	labelCost int64  // bytes a copy of its series labels takes; -1 until needed
+	gen       uint64 // seriesGen when id was looked up
+}
+
+// refresh looks the series up again if evictions removed series since
+// (ids move when the table is kept dense).
+func (s *Store) refresh(a *addition) {
+	if s.seriesGen != a.gen {
+		a.id, a.found = s.series.find(a.hash, a.l, &s.w.series)
+		a.gen = s.seriesGen
+	}
+}
+
+// need is the bytes storing a would add now.
+func (s *Store) need(a *addition) int64 {
+	s.refresh(a)
+	c := s.ring.growCost(a.slots)
+	if !a.found {
+		if a.labelCost < 0 {
+			a.labelCost = seriesLabelCost(a.l)
+		}
+		c += s.series.addCost(a.labelCost) + s.heapGrowCost()
+	}
+	return c
+}
+
+// makeRoom evicts, oldest first, until a fits in MaxBytes. Memory that holds
+// no exemplar (the spare page, holes) goes before any exemplar does, so a
+// series replacing its own oldest (MaxPerSeries) never costs another series
+// an exemplar.
+func (s *Store) makeRoom(a *addition) error {
+	for {
+		n := s.need(a)
+		if s.bytes+n <= s.lim.maxBytes {
+			return nil
+		}
+		switch {
+		case s.ring.dropSpare():
+		case s.ring.compactionHelps(a.slots):
+			s.compact()
+		case s.ring.live == 0:
+			return fmt.Errorf("%w: needs %d bytes, MaxBytes is %d", ErrExemplarTooLarge, n, s.lim.maxBytes)
+		default:
+			s.removeExemplar(s.ring.head, reasonBytes)
+		}
+		s.syncBytes()
+	}
+}
+
+// reserveBudget takes the bytes a needs from the shared budget, evicting the
+// oldest exemplar above the floor across its stores until they are free. A
+// non-nil victim is a store whose lock was busy: the caller evicts from it
+// without holding ours and tries the add again.
+func (s *Store) reserveBudget(a *addition) (reserved int64, victim *Store, err error) {
+	b := s.budget
+	for {
+		n := s.need(a)
+		if b.tryReserve(n) {
+			return n, nil, nil
+		}
+		v := b.victim(s)
+		switch {
+		case v == nil:
+			return 0, nil, fmt.Errorf("%w: needs %d bytes, the shared budget has %d of %d free and nothing above its floor to evict",
+				ErrExemplarTooLarge, n, b.max-b.used.Load(), b.max)
+		case v == s:
+			switch {
+			case s.ring.dropSpare():
+			case s.ring.compactionHelps(a.slots):
+				s.compact()
+			default:
+				s.removeExemplar(s.ring.head, reasonBudget)
+			}
+			s.syncBytes()
+		case v.mu.TryLock():
+			v.evictForBudgetLocked()
+			v.mu.Unlock()
+		default:
+			s.syncBytes()
+			s.publish()
+			return 0, v, nil
+		}
+	}
 }
 
 // judge decides what adding e would do, changing nothing but counters (and
 // those only when appended). It mirrors Prometheus' validateExemplar and the
 // out-of-order duplicate check of its AddExemplar, then applies the refusals
 // this store adds.
-func (s *Store) judge(w *work, id uint32, found bool, l labels.Labels, e exemplar.Exemplar, enc []byte, newNames int, appended bool) (noop bool, err error) {
+func (s *Store) judge(w *work, ser *series, l labels.Labels, e *exemplar.Exemplar, enc []byte, newNames int, appended bool) (noop bool, err error) {
 	r := &s.ring
-	var ser *series
-	if found {
-		ser = s.series.at(id)
+	found := ser != nil
+	if !found {
+		if err := checkNewSeriesLabels(l); err != nil {
+			return false, err
+		}
+	} else {
 		newest := r.at(ser.newest)
-		if s.equalsStored(w, ser.newest, e, enc) {
+		if s.equalsStored(w, newest, ser.newest, e, enc) {
 			return false, storage.ErrDuplicateExemplar
 		}
 		// Prometheus orders exemplars with equal timestamps by value, then by
@@ -355,8 +403,8 @@ func (s *Store) judge(w *work, id uint32, found bool, l labels.Labels, e exempla
 			}
 			return false, storage.ErrOutOfOrderExemplar
 		}
-		if e.Ts >= r.at(ser.oldest).ts && e.Ts < newest.ts {
-			if at, _ := s.insertAfter(ser, e.Ts); r.at(at).ts == e.Ts {
+		if e.Ts < newest.ts && e.Ts >= r.at(ser.oldest).ts {
+			if at, _, _ := s.insertAfter(ser, e.Ts); at.ts == e.Ts {
 				// Prometheus treats an out-of-order exemplar with a timestamp already
 				// held as a duplicate without comparing more.
 				return true, nil
@@ -372,7 +420,13 @@ func (s *Store) judge(w *work, id uint32, found bool, l labels.Labels, e exempla
 		}
 		return false, nil
 	}
-	if r.live > 0 {
+	switch {
+	case r.live == 0:
+	case r.live >= s.lim.maxExemplars:
+		if e.Ts < r.at(r.head).ts {
+			return false, s.refuse(refusedStaleFull, appended)
+		}
+	case s.lim.maxBytes > 0 || s.budget != nil:
 		if victimTs, full := s.nextVictimTs(found, l, e, len(enc), newNames); full && e.Ts < victimTs {
 			return false, s.refuse(refusedStaleFull, appended)
 		}
@@ -396,7 +450,7 @@ func (s *Store) refuse(reason int, appended bool) error {
 
 // nextVictimTs reports whether storing e needs an eviction and, if so, the
 // timestamp of the exemplar that would go first.
-func (s *Store) nextVictimTs(found bool, l labels.Labels, e exemplar.Exemplar, encLen, newNames int) (int64, bool) {
+func (s *Store) nextVictimTs(found bool, l labels.Labels, e *exemplar.Exemplar, encLen, newNames int) (int64, bool) {
 	r := &s.ring
 	if r.live >= s.lim.maxExemplars {
 		return r.at(r.head).ts, true
@@ -430,7 +484,7 @@ func (s *Store) nextVictimTs(found bool, l labels.Labels, e exemplar.Exemplar, e
 }
 
 // minimalFootprint is what the store would hold with only e in it.
-func (s *Store) minimalFootprint(l labels.Labels, e exemplar.Exemplar, encLen, newNames int) int64 {
+func (s *Store) minimalFootprint(l labels.Labels, e *exemplar.Exemplar, encLen, newNames int) int64 {
 	slots := 1 + contSlotsFor(encLen)
 	n := storeBytes + s.symBytes +
 		int64((slots+pageSlots-1)/pageSlots)*pageBytes + pageTableBytes(4) +
@@ -451,16 +505,15 @@ func (s *Store) ageCutoff() int64 {
 	return s.newestTs - s.lim.maxAgeMs
 }
 
-// equalsStored is exemplar.Exemplar.Equals against the stored exemplar at pos.
-func (s *Store) equalsStored(w *work, pos uint32, e exemplar.Exemplar, enc []byte) bool {
-	sl := s.ring.at(pos)
+// equalsStored is exemplar.Exemplar.Equals against sl, the stored exemplar at pos.
+func (s *Store) equalsStored(w *work, sl *slot, pos uint32, e *exemplar.Exemplar, enc []byte) bool {
 	if (e.HasTs || sl.hasTs()) && e.Ts != sl.ts {
 		return false
 	}
 	if e.Value != sl.value {
 		return false
 	}
-	return bytes.Equal(s.ring.labelBytes(pos, &w.stored), enc)
+	return bytes.Equal(s.ring.labelBytesOf(sl, pos, &w.stored), enc)
 }
 
 // storedLabelsHash is labels.Labels.Hash of the stored exemplar's labels. Only
@@ -477,16 +530,16 @@ func (s *Store) storedLabelsHash(w *work, pos uint32) uint64 {
 
 // insertAfter returns the newest exemplar of ser with a timestamp <= ts, or
 // false if every exemplar of ser is newer.
-func (s *Store) insertAfter(ser *series, ts int64) (uint32, bool) {
+func (s *Store) insertAfter(ser *series, ts int64) (*slot, uint32, bool) {
 	r := &s.ring
 	p := ser.newest
 	for {
 		sl := r.at(p)
 		if sl.ts <= ts {
-			return p, true
+			return sl, p, true
 		}
 		if sl.prev == p {
-			return ser.oldest, false
+			return nil, ser.oldest, false
 		}
 		p = sl.prev
 	}
@@ -494,7 +547,7 @@ func (s *Store) insertAfter(ser *series, ts int64) (uint32, bool) {
 
 // insert writes e at the ring's tail and links it into its series, which is
 // kept sorted by timestamp (stable for equal timestamps, as in Prometheus).
-func (s *Store) insert(id uint32, e exemplar.Exemplar, enc []byte, slots int) {
+func (s *Store) insert(id uint32, ser *series, e *exemplar.Exemplar, enc []byte, slots int) {
 	r := &s.ring
 	pos := r.reserve(slots)
 	sl := r.at(pos)
@@ -503,10 +556,9 @@ func (s *Store) insert(id uint32, e exemplar.Exemplar, enc []byte, slots int) {
 	if e.HasTs {
 		sl.flags = flagHasTs
 	}
-	r.writeLabels(pos, enc)
+	r.writeLabels(sl, pos, enc)
 	r.live++
 
-	ser := s.series.at(id)
 	ser.count++
 	if ser.count == 1 {
 		sl.prev, sl.next = pos, pos
@@ -516,7 +568,7 @@ func (s *Store) insert(id uint32, e exemplar.Exemplar, enc []byte, slots int) {
 		}
 		return
 	}
-	after, ok := s.insertAfter(ser, e.Ts)
+	a, after, ok := s.insertAfter(ser, e.Ts)
 	if !ok {
 		sl.prev, sl.next = pos, ser.oldest
 		r.at(ser.oldest).prev = pos
@@ -526,7 +578,6 @@ func (s *Store) insert(id uint32, e exemplar.Exemplar, enc []byte, slots int) {
 		}
 		return
 	}
-	a := r.at(after)
 	sl.prev = after
 	if a.next == after {
 		sl.next = pos
@@ -686,9 +737,11 @@ func (s *Store) evictForBudgetLocked() {
 	if b == nil || s.ring.live == 0 || s.bytes <= b.floor {
 		return
 	}
-	if s.ring.compactionHelps(0) {
+	switch {
+	case s.ring.dropSpare():
+	case s.ring.compactionHelps(0):
 		s.compact()
-	} else {
+	default:
 		s.removeExemplar(s.ring.head, reasonBudget)
 	}
 	s.syncBytes()
@@ -709,6 +762,9 @@ func (s *Store) syncBytes() {
 }
 
 func (s *Store) publish() {
+	if s.budget == nil {
+		return
+	}
 	if s.ring.live > 0 {
 		s.pubOldest.Store(s.ring.at(s.ring.head).ts)
 	} else {
@@ -976,6 +1032,7 @@ func (s *Store) enforce() {
 		s.removeExemplar(r.head, reasonCount)
 	}
 	s.compact()
+	r.dropSpare() // limits changed: give memory back now rather than keep it for growth
 	s.syncBytes()
 	for s.lim.maxBytes > 0 && s.bytes > s.lim.maxBytes && r.live > 0 {
 		if r.compactionHelps(0) {
