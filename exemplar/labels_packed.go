@@ -4,6 +4,7 @@ package exemplar
 
 import (
 	"encoding/binary"
+	"strings"
 	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -105,3 +106,30 @@ func storedLabels(s storedSeriesLabels, b *labels.ScratchBuilder) labels.Labels 
 
 // seriesLabelCost is what storeSeriesLabels(ls) would hold.
 func seriesLabelCost(ls labels.Labels) int64 { return allocSize(int64(packedLen(ls)), false) }
+
+// compareStored orders stored labels as labels.Compare orders labels: by
+// name, then value, label by label; a prefix first.
+func compareStored(a, b storedSeriesLabels) int {
+	pa, pb := string(a), string(b)
+	i, j := 0, 0
+	for i < len(pa) && j < len(pb) {
+		var na, va, nb, vb string
+		na, i = nextPacked(pa, i)
+		va, i = nextPacked(pa, i)
+		nb, j = nextPacked(pb, j)
+		vb, j = nextPacked(pb, j)
+		if na != nb {
+			return strings.Compare(na, nb)
+		}
+		if va != vb {
+			return strings.Compare(va, vb)
+		}
+	}
+	switch {
+	case i < len(pa):
+		return 1
+	case j < len(pb):
+		return -1
+	}
+	return 0
+}

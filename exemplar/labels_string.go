@@ -30,3 +30,6 @@ func storedLabels(s storedSeriesLabels, _ *labels.ScratchBuilder) labels.Labels 
 
 // seriesLabelCost is what storeSeriesLabels(ls) would hold.
 func seriesLabelCost(ls labels.Labels) int64 { return allocSize(int64(ls.ByteSize()), false) }
+
+// compareStored orders stored labels as labels.Compare orders labels.
+func compareStored(a, b storedSeriesLabels) int { return labels.Compare(a, b) }

@@ -789,11 +789,7 @@ func (s *Store) Querier(ctx context.Context) (storage.ExemplarQuerier, error) {
 // labels — as Prometheus does. With MaxAge, exemplars older than the cutoff
 // are never returned. Nothing returned shares memory the store can change.
 func (s *Store) Select(start, end int64, matchers ...[]*labels.Matcher) ([]exemplar.QueryResult, error) {
-	ret := s.selectLocked(start, end, matchers)
-	slices.SortFunc(ret, func(a, b exemplar.QueryResult) int {
-		return labels.Compare(a.SeriesLabels, b.SeriesLabels)
-	})
-	return ret, nil
+	return s.selectLocked(start, end, matchers), nil
 }
 
 type selectHit struct {
@@ -845,6 +841,9 @@ func (s *Store) selectLocked(start, end int64, matchers [][]*labels.Matcher) []e
 	if len(hits) == 0 {
 		return ret
 	}
+	// Sort the hits, not the results: moving two integers is cheaper than
+	// moving results full of pointers.
+	sortHits(s, hits)
 	all := make([]exemplar.Exemplar, total)
 	w := workPool.Get().(*work)
 	defer workPool.Put(w)
@@ -870,6 +869,12 @@ func (s *Store) selectLocked(start, end int64, matchers [][]*labels.Matcher) []e
 		ret = append(ret, exemplar.QueryResult{SeriesLabels: storedLabels(ser.lbls, &sb), Exemplars: exs})
 	}
 	return ret
+}
+
+func sortHits(s *Store, hits []selectHit) {
+	slices.SortFunc(hits, func(a, b selectHit) int {
+		return compareStored(s.series.at(a.id).lbls, s.series.at(b.id).lbls)
+	})
 }
 
 func matchesSomeSet(ls storedSeriesLabels, sets [][]*labels.Matcher) bool {
