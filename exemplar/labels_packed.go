@@ -4,6 +4,7 @@ package exemplar
 
 import (
 	"encoding/binary"
+	"hash/maphash"
 	"strings"
 	"unsafe"
 
@@ -132,4 +133,9 @@ func compareStored(a, b storedSeriesLabels) int {
 		return -1
 	}
 	return 0
+}
+
+// hashSeriesLabels mixes Prometheus' hash of l with the seed.
+func hashSeriesLabels(seed maphash.Seed, l labels.Labels) uint64 {
+	return maphash.Comparable(seed, l.Hash())
 }

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/maphash"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,7 +29,7 @@ type Store struct {
 	mu         sync.RWMutex
 	lim        limits
 	bytes      int64  // heap held: ring, series, symbols, age heap and the Store itself
-	seed       uint64 // mixed into the series index hash: see seriesHash
+	seed       maphash.Seed // of the series index hash: see seriesHash
 	seriesGen  uint64 // bumped whenever a series is removed (ids may move)
 	newestTs   int64  // largest timestamp accepted; MaxAge is relative to it
 	haveNewest bool
@@ -99,7 +99,7 @@ func New(o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{lim: lim, bytes: storeBytes, seed: rand.Uint64(), budget: o.Budget}
+	s := &Store{lim: lim, bytes: storeBytes, seed: maphash.MakeSeed(), budget: o.Budget}
 	if s.budget != nil {
 		s.publish()
 		if err := s.budget.join(s); err != nil {
@@ -151,13 +151,9 @@ func (s *Store) AddExemplar(l labels.Labels, e exemplar.Exemplar) error {
 	}
 }
 
-// seriesHash keys the index. Prometheus' hash mixed with a random per-store
-// seed: label sets crafted to collide in the index's low bits cannot be
-// precomputed.
-func (s *Store) seriesHash(l labels.Labels) uint64 {
-	h := (l.Hash() ^ s.seed) * 0x9e3779b97f4a7c15
-	return h ^ h>>29
-}
+// seriesHash keys the index, seeded per store so label sets crafted to
+// collide in the index cannot be precomputed.
+func (s *Store) seriesHash(l labels.Labels) uint64 { return hashSeriesLabels(s.seed, l) }
 
 // ValidateExemplar returns the error AddExemplar would return for the same
 // input now, or storage.ErrDuplicateExemplar where AddExemplar would store
@@ -349,7 +345,7 @@ func (s *Store) reserveBudget(a *addition) (reserved int64, victim *Store, err e
 	b := s.budget
 	for {
 		n := s.need(a)
-		if b.tryReserve(n) {
+		if n == 0 || b.tryReserve(n) {
 			return n, nil, nil
 		}
 		v := b.victim(s)
@@ -765,13 +761,20 @@ func (s *Store) publish() {
 	if s.budget == nil {
 		return
 	}
+	oldest := int64(math.MaxInt64)
 	if s.ring.live > 0 {
-		s.pubOldest.Store(s.ring.at(s.ring.head).ts)
-	} else {
-		s.pubOldest.Store(math.MaxInt64)
+		oldest = s.ring.at(s.ring.head).ts
 	}
-	s.pubBytes.Store(s.bytes)
-	s.pubLive.Store(s.ring.live)
+	// Stores are full barriers on amd64; most adds change only one value.
+	if s.pubOldest.Load() != oldest {
+		s.pubOldest.Store(oldest)
+	}
+	if s.pubBytes.Load() != s.bytes {
+		s.pubBytes.Store(s.bytes)
+	}
+	if s.pubLive.Load() != s.ring.live {
+		s.pubLive.Store(s.ring.live)
+	}
 }
 
 // ExemplarQuerier returns the store itself; it implements storage.ExemplarQueryable.
