@@ -31,6 +31,7 @@ type Store struct {
 	bytes      int64  // heap held: ring, series, symbols, age heap and the Store itself
 	seed       maphash.Seed // of the series index hash: see seriesHash
 	seriesGen  uint64 // bumped whenever a series is removed (ids may move)
+	compactGen uint64 // bumped whenever compaction moves exemplars (positions change)
 	newestTs   int64  // largest timestamp accepted; MaxAge is relative to it
 	haveNewest bool
 	closed     bool
@@ -82,9 +83,16 @@ type counters struct {
 	refused    [numRefusals]uint64
 }
 
-// work holds scratch buffers so the hot paths do not allocate.
+// work holds scratch buffers so the hot paths do not allocate, and the
+// insertion point judge found for an out-of-order exemplar, so insert need
+// not walk the series again (valid while no series and no slot moved).
 type work struct {
 	enc, stored, series []byte
+
+	hint        uint32
+	hintOK      bool
+	hintSeries  uint64 // seriesGen when found
+	hintCompact uint64 // compactGen when found
 }
 
 var workPool = sync.Pool{New: func() any { return new(work) }}
@@ -260,7 +268,7 @@ func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim 
 		id = s.series.add(l, hash)
 		ser = s.series.at(id)
 	}
-	s.insert(id, ser, e, enc, slots)
+	s.insert(w, id, ser, e, enc, slots)
 	if s.ring.holes > s.ring.live/4+pageSlots {
 		s.compact()
 	}
@@ -379,6 +387,7 @@ func (s *Store) reserveBudget(a *addition) (reserved int64, victim *Store, err e
 // this store adds.
 func (s *Store) judge(w *work, ser *series, l labels.Labels, e *exemplar.Exemplar, enc []byte, newNames int, appended bool) (noop bool, err error) {
 	r := &s.ring
+	w.hintOK = false
 	found := ser != nil
 	if !found {
 		if err := checkNewSeriesLabels(l); err != nil {
@@ -400,7 +409,9 @@ func (s *Store) judge(w *work, ser *series, l labels.Labels, e *exemplar.Exempla
 			return false, storage.ErrOutOfOrderExemplar
 		}
 		if e.Ts < newest.ts && e.Ts >= r.at(ser.oldest).ts {
-			if at, _, _ := s.insertAfter(ser, e.Ts); at.ts == e.Ts {
+			at, pos, _ := s.insertAfter(ser, e.Ts)
+			w.hint, w.hintOK, w.hintSeries, w.hintCompact = pos, true, s.seriesGen, s.compactGen
+			if at.ts == e.Ts {
 				// Prometheus treats an out-of-order exemplar with a timestamp already
 				// held as a duplicate without comparing more.
 				return true, nil
@@ -529,6 +540,12 @@ func (s *Store) storedLabelsHash(w *work, pos uint32) uint64 {
 func (s *Store) insertAfter(ser *series, ts int64) (*slot, uint32, bool) {
 	r := &s.ring
 	p := ser.newest
+	if sl := r.at(p); sl.ts <= ts {
+		return sl, p, true // in order: the common case
+	}
+	if r.at(ser.oldest).ts > ts {
+		return nil, ser.oldest, false // before everything: no walk (reverse-ordered senders)
+	}
 	for {
 		sl := r.at(p)
 		if sl.ts <= ts {
@@ -543,7 +560,7 @@ func (s *Store) insertAfter(ser *series, ts int64) (*slot, uint32, bool) {
 
 // insert writes e at the ring's tail and links it into its series, which is
 // kept sorted by timestamp (stable for equal timestamps, as in Prometheus).
-func (s *Store) insert(id uint32, ser *series, e *exemplar.Exemplar, enc []byte, slots int) {
+func (s *Store) insert(w *work, id uint32, ser *series, e *exemplar.Exemplar, enc []byte, slots int) {
 	r := &s.ring
 	pos := r.reserve(slots)
 	sl := r.at(pos)
@@ -564,7 +581,17 @@ func (s *Store) insert(id uint32, ser *series, e *exemplar.Exemplar, enc []byte,
 		}
 		return
 	}
-	a, after, ok := s.insertAfter(ser, e.Ts)
+	var a *slot
+	var after uint32
+	var ok bool
+	if w.hintOK && w.hintSeries == s.seriesGen && w.hintCompact == s.compactGen && r.inRing(w.hint) && r.at(w.hint).series == id {
+		// judge's insertion point survived the evictions: every exemplar after
+		// it in the series is still newer than e.
+		after, ok = w.hint, true
+		a = r.at(after)
+	} else {
+		a, after, ok = s.insertAfter(ser, e.Ts)
+	}
 	if !ok {
 		sl.prev, sl.next = pos, ser.oldest
 		r.at(ser.oldest).prev = pos
@@ -688,6 +715,7 @@ func (s *Store) compact() {
 		}
 		rd += k
 	}
+	s.compactGen++
 	r.tail = w
 	r.holes = 0
 	r.releaseBack()
