@@ -28,11 +28,11 @@ type Store struct {
 	// per add when a process runs hundreds of them (one per tenant).
 	mu         sync.RWMutex
 	lim        limits
-	bytes      int64  // heap held: ring, series, symbols, age heap and the Store itself
+	bytes      int64        // heap held: ring, series, symbols, age heap and the Store itself
 	seed       maphash.Seed // of the series index hash: see seriesHash
-	seriesGen  uint64 // bumped whenever a series is removed (ids may move)
-	compactGen uint64 // bumped whenever compaction moves exemplars (positions change)
-	newestTs   int64  // largest timestamp accepted; MaxAge is relative to it
+	seriesGen  uint64       // bumped whenever a series is removed (ids may move)
+	compactGen uint64       // bumped whenever compaction moves exemplars (positions change)
+	newestTs   int64        // largest timestamp accepted; MaxAge is relative to it
 	haveNewest bool
 	closed     bool
 	budget     *Budget
