@@ -55,7 +55,7 @@ func FuzzStoreAgainstModel(f *testing.F) {
 				case 251:
 					e.Value = math.Inf(1)
 				}
-				wantValid, _, _ := m.verdict(l, e)
+				_, _, wantValid := m.verdict(l, e)
 				require.Equal(t, wantValid, s.ValidateExemplar(l, e), "step %d", step)
 				require.Equal(t, m.add(l, e), s.AddExemplar(l, e), "step %d", step)
 			case op == 6:

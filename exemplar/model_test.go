@@ -74,17 +74,17 @@ func (m *model) cutoff() int64 {
 
 // verdict is what Validate says: nil, ErrDuplicateExemplar or
 // ErrOutOfOrderExemplar; noop means Add returns nil without storing.
-func (m *model) verdict(series labels.Labels, e exemplar.Exemplar) (err error, noop bool, refusal string) {
+func (m *model) verdict(series labels.Labels, e exemplar.Exemplar) (noop bool, refusal string, err error) {
 	list := m.list(series)
 	if n := len(list); n > 0 {
 		newest := list[n-1].e
 		if newest.Equals(e) {
-			return storage.ErrDuplicateExemplar, true, ""
+			return true, "", storage.ErrDuplicateExemplar
 		}
 		if (e.Ts < newest.Ts && e.Ts <= newest.Ts-m.oooMs) ||
 			(e.Ts == newest.Ts && e.Value < newest.Value) ||
 			(e.Ts == newest.Ts && e.Value == newest.Value && e.Labels.Hash() < newest.Labels.Hash()) {
-			return storage.ErrOutOfOrderExemplar, false, ""
+			return false, "", storage.ErrOutOfOrderExemplar
 		}
 		if e.Ts >= list[0].e.Ts && e.Ts < newest.Ts {
 			i := len(list) - 1
@@ -92,27 +92,27 @@ func (m *model) verdict(series labels.Labels, e exemplar.Exemplar) (err error, n
 				i--
 			}
 			if list[i].e.Ts == e.Ts {
-				return nil, true, ""
+				return true, "", nil
 			}
 		}
 	}
 	if m.maxAgeMs > 0 && m.haveNewest && e.Ts < m.cutoff() {
-		return storage.ErrOutOfOrderExemplar, false, "stale_age"
+		return false, "stale_age", storage.ErrOutOfOrderExemplar
 	}
 	if len(list) > 0 && m.maxPerSeries > 0 && int64(len(list)) >= m.maxPerSeries {
 		if e.Ts < list[0].e.Ts {
-			return storage.ErrOutOfOrderExemplar, false, "stale_series"
+			return false, "stale_series", storage.ErrOutOfOrderExemplar
 		}
-		return nil, false, ""
+		return false, "", nil
 	}
 	if len(m.held) > 0 && int64(len(m.held)) >= m.maxExemplars && e.Ts < m.held[0].e.Ts {
-		return storage.ErrOutOfOrderExemplar, false, "stale_full"
+		return false, "stale_full", storage.ErrOutOfOrderExemplar
 	}
-	return nil, false, ""
+	return false, "", nil
 }
 
 func (m *model) add(series labels.Labels, e exemplar.Exemplar) error {
-	err, noop, _ := m.verdict(series, e)
+	noop, _, err := m.verdict(series, e)
 	if err == storage.ErrDuplicateExemplar || noop {
 		return nil
 	}
@@ -243,7 +243,7 @@ func runAgainstModel(t *testing.T, run modelRun, g *exemplarGen, steps int, limi
 			require.Less(t, e.Ts, m.held[0].e.Ts, "step %d: refused as stale but not older than the oldest held", step)
 			continue
 		}
-		wantValid, _, refusal := m.verdict(l, e)
+		_, refusal, wantValid := m.verdict(l, e)
 		require.Equal(t, wantValid, valid, "step %d: ValidateExemplar(%s, %+v)", step, l, e)
 		require.Equal(t, m.add(l, e), err, "step %d: AddExemplar(%s, %+v)", step, l, e)
 		switch refusal {

@@ -181,18 +181,18 @@ func TestOverflowKeepsTheNewestAndSelectReturnsThemInOrder(t *testing.T) {
 
 func TestSelectReturnsOnlyTheMatchingSeries(t *testing.T) {
 	s := mustNew(t, Options{MaxExemplars: 5})
-	l1 := labels.FromStrings(labels.MetricName, "test_metric", "service", "asdf")
-	l2 := labels.FromStrings(labels.MetricName, "test_metric2", "service", "qwer")
+	l1 := labels.FromStrings("__name__", "test_metric", "service", "asdf")
+	l2 := labels.FromStrings("__name__", "test_metric2", "service", "qwer")
 	for i := range 5 {
 		require.NoError(t, s.AddExemplar(l1, exemplar.Exemplar{Labels: labels.FromStrings("trace_id", "a"), Value: float64(i+1) / 10, Ts: int64(101 + i)}))
 		require.NoError(t, s.AddExemplar(l2, exemplar.Exemplar{Labels: labels.FromStrings("trace_id", "b"), Value: float64(i+1) / 10, Ts: int64(101 + i)}))
 	}
 	// Ten adds into five slots: l1 keeps its last two, l2 its last three.
 	for name, want := range map[string]int{"test_metric": 2, "test_metric2": 3} {
-		got, err := s.Select(100, 200, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, labels.MetricName, name)})
+		got, err := s.Select(100, 200, []*labels.Matcher{labels.MustNewMatcher(labels.MatchEqual, "__name__", name)})
 		require.NoError(t, err)
 		require.Len(t, got, 1)
-		require.Equal(t, name, got[0].SeriesLabels.Get(labels.MetricName))
+		require.Equal(t, name, got[0].SeriesLabels.Get("__name__"))
 		require.Len(t, got[0].Exemplars, want)
 	}
 }
