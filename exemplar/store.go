@@ -204,6 +204,9 @@ func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim 
 	var ser *series
 	if found {
 		ser = s.series.at(id)
+		if s.appendInOrder(l, hash, id, ser, e, enc, newNames) {
+			return nil, nil
+		}
 	}
 	noop, err := s.judge(w, ser, l, e, enc, newNames, true)
 	if err == storage.ErrDuplicateExemplar || noop {
@@ -287,6 +290,59 @@ func (s *Store) lookup(hash uint64, l labels.Labels, scratch *[]byte) *series {
 		return s.series.at(id)
 	}
 	return nil
+}
+
+// appendInOrder is add's fast path for the common case — an existing series,
+// an exemplar newer than its newest and so neither a duplicate nor out of
+// order, labels that fit inline, only the count limit set — with the same
+// outcome as the general path (the differential and model tests run both).
+// It reports whether it handled e.
+func (s *Store) appendInOrder(l labels.Labels, hash uint64, id uint32, ser *series, e *exemplar.Exemplar, enc []byte, newNames int) bool {
+	if newNames > 0 || len(enc) > inlineLabelBytes || s.lim.maxAgeMs > 0 || s.lim.maxPerSeries > 0 || s.lim.maxBytes > 0 || s.budget != nil {
+		return false
+	}
+	r := &s.ring
+	newest := r.at(ser.newest)
+	// Equals needs the labels only when neither has a timestamp and the
+	// values are equal; leave that to the general path.
+	if e.Ts <= newest.ts || !(e.HasTs || newest.hasTs() || e.Value != newest.value) {
+		return false
+	}
+	if r.live >= s.lim.maxExemplars {
+		if e.Ts < r.at(r.head).ts {
+			return false // a stale re-add: the general path refuses and counts it
+		}
+		if r.at(r.head).series == id && ser.count == 1 {
+			return false // the series would go with its only exemplar
+		}
+		gen := s.seriesGen
+		s.removeExemplar(r.head, reasonCount)
+		if s.seriesGen != gen {
+			// Another series went and the table moved one into its id: maybe ours.
+			id, _ = s.series.find(hash, l, &s.w.series)
+			ser = s.series.at(id)
+		}
+	}
+	pos := r.reserve(1)
+	sl := r.at(pos)
+	sl.ts, sl.value, sl.series = e.Ts, e.Value, id
+	sl.flags = 0
+	if e.HasTs {
+		sl.flags = flagHasTs
+	}
+	sl.nlen = uint8(len(enc))
+	copy(sl.lbl[:], enc)
+	r.live++
+	ser.count++
+	sl.prev, sl.next = ser.newest, pos
+	r.at(ser.newest).next = pos
+	ser.newest = pos
+	if !s.haveNewest || e.Ts > s.newestTs {
+		s.newestTs, s.haveNewest = e.Ts, true
+	}
+	s.c.appended++
+	s.syncBytes()
+	return true
 }
 
 // addition is an exemplar on its way in, between judging and inserting.
