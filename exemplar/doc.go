@@ -90,9 +90,10 @@
 // trace ids are stored as the bytes they spell; longer sets spill into
 // following slots). Each series is a 40-byte entry holding one copy of its
 // labels, linked to its exemplars in timestamp order, found through an
-// open-addressing index of 4-byte ids. With distinct 32-hex trace ids an
-// exemplar costs 64 bytes plus its share of its series; Prometheus' store
-// costs about 145 (see BENCHMARKS.md).
+// open-addressing index of 4-byte ids. Measured with distinct 32-hex trace
+// ids and 1,000 series: 64 heap bytes per exemplar, series included, in both
+// label builds; Prometheus' store holds 115.6 (stringlabels) and 139.6
+// (slicelabels) for the same data. See BENCHMARKS.md.
 //
 // # Limits of this package
 //
