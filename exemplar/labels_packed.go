@@ -4,6 +4,7 @@ package exemplar
 
 import (
 	"encoding/binary"
+	"errors"
 	"hash/maphash"
 	"strings"
 	"unsafe"
@@ -60,10 +61,29 @@ func storeSeriesLabels(ls labels.Labels) (storedSeriesLabels, int64) {
 
 func storedSize(s storedSeriesLabels) int64 { return allocSize(int64(len(s)), false) }
 
-func storedEqual(s storedSeriesLabels, ls labels.Labels, scratch *[]byte) bool {
-	*scratch = appendPacked((*scratch)[:0], ls)
-	return string(*scratch) == string(s)
+// storedEqual compares in place, label by label, stopping at the first
+// difference: this runs on every add.
+func storedEqual(s storedSeriesLabels, ls labels.Labels, _ *[]byte) bool {
+	p, i := string(s), 0
+	err := ls.Validate(func(l labels.Label) error {
+		if i >= len(p) {
+			return errDiffer
+		}
+		var n, v string
+		n, i = nextPacked(p, i)
+		if n != l.Name {
+			return errDiffer
+		}
+		v, i = nextPacked(p, i)
+		if v != l.Value {
+			return errDiffer
+		}
+		return nil
+	})
+	return err == nil && i == len(p)
 }
+
+var errDiffer = errors.New("labels differ")
 
 // nextPacked returns the string at i and the index after it. Packed strings are
 // written by this package only, so they are well formed.
