@@ -4,8 +4,6 @@ package exemplar
 
 import (
 	"encoding/binary"
-	"errors"
-	"hash/maphash"
 	"strings"
 	"unsafe"
 
@@ -60,30 +58,6 @@ func storeSeriesLabels(ls labels.Labels) (storedSeriesLabels, int64) {
 }
 
 func storedSize(s storedSeriesLabels) int64 { return allocSize(int64(len(s)), false) }
-
-// storedEqual compares in place, label by label, stopping at the first
-// difference: this runs on every add.
-func storedEqual(s storedSeriesLabels, ls labels.Labels, _ *[]byte) bool {
-	p, i := string(s), 0
-	err := ls.Validate(func(l labels.Label) error {
-		if i >= len(p) {
-			return errDiffer
-		}
-		var n, v string
-		n, i = nextPacked(p, i)
-		if n != l.Name {
-			return errDiffer
-		}
-		v, i = nextPacked(p, i)
-		if v != l.Value {
-			return errDiffer
-		}
-		return nil
-	})
-	return err == nil && i == len(p)
-}
-
-var errDiffer = errors.New("labels differ")
 
 // nextPacked returns the string at i and the index after it. Packed strings are
 // written by this package only, so they are well formed.
@@ -153,9 +127,4 @@ func compareStored(a, b storedSeriesLabels) int {
 		return -1
 	}
 	return 0
-}
-
-// hashSeriesLabels mixes Prometheus' hash of l with the seed.
-func hashSeriesLabels(seed maphash.Seed, l labels.Labels) uint64 {
-	return maphash.Comparable(seed, l.Hash())
 }
