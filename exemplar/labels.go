@@ -22,10 +22,12 @@ import (
 //
 // Label names repeat across nearly every exemplar ("trace_id", "span_id"), so a
 // per-store symbol table of at most 255 short names turns them into one byte.
-// Trace and span ids are lowercase hex (W3C trace context), so they are kept
-// as the bytes they spell: a 32-character trace id takes 16 bytes. The encoding
-// is canonical for a given symbol table, so two label sets are equal exactly
-// when their encodings are.
+// Trace and span ids are lowercase hex (W3C trace context): when a set does not
+// fit a slot's 34 inline bytes as is, hex values are kept as the bytes they
+// spell (a 32-character trace id takes 16), so trace_id plus span_id still
+// fits one slot. Packing only when needed keeps the common single trace id
+// cheap to encode and decode. The encoding is canonical for a given symbol
+// table, so two label sets are equal exactly when their encodings are.
 
 const (
 	maxSymbols   = 255
