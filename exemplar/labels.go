@@ -1,0 +1,369 @@
+package exemplar
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/storage"
+)
+
+// Exemplar labels are packed into the slot that holds the exemplar (and, when
+// longer than the slot has room for, into continuation slots right after it):
+//
+//	label := name value
+//	name  := symbol(1..255) | 0 uvarint(len) bytes
+//	value := uvarint(len<<1 | hex) bytes   // hex: len/2 bytes of lowercase hex decoded
+//
+// Label names repeat across nearly every exemplar ("trace_id", "span_id"), so a
+// per-store symbol table of at most 255 short names turns them into one byte.
+// Trace and span ids are lowercase hex (W3C trace context): when a set does not
+// fit a slot's 34 inline bytes as is, hex values are kept as the bytes they
+// spell (a 32-character trace id takes 16), so trace_id plus span_id still
+// fits one slot. Packing only when needed keeps the common single trace id
+// cheap to encode and decode. The encoding is canonical for a given symbol
+// table, so two label sets are equal exactly when their encodings are.
+
+const (
+	maxSymbols   = 255
+	maxSymbolLen = 32
+	symbolSlots  = 512 // open addressing; at most half full
+)
+
+type symbolTable struct {
+	names []string // symbol id-1 -> name; each a private copy
+	slots [symbolSlots]uint8
+}
+
+func symbolHash(name string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	return h
+}
+
+func (t *symbolTable) lookup(name string) uint8 {
+	if len(name) > maxSymbolLen {
+		return 0
+	}
+	// Most stores see a handful of names: comparing beats hashing.
+	const scan = 8
+	for i, n := range t.names[:min(len(t.names), scan)] {
+		if n == name {
+			return uint8(i + 1)
+		}
+	}
+	if len(t.names) <= scan {
+		return 0
+	}
+	for h := symbolHash(name) & (symbolSlots - 1); ; h = (h + 1) & (symbolSlots - 1) {
+		id := t.slots[h]
+		if id == 0 {
+			return 0
+		}
+		if t.names[id-1] == name {
+			return id
+		}
+	}
+}
+
+// canAdd says whether add(name) would create a symbol.
+func (t *symbolTable) canAdd(name string) bool {
+	return len(name) <= maxSymbolLen && len(t.names) < maxSymbols && t.lookup(name) == 0
+}
+
+// add interns a copy of name and returns the bytes it newly holds.
+func (t *symbolTable) add(name string) int64 {
+	if !t.canAdd(name) {
+		return 0
+	}
+	var grown int64
+	if t.names == nil {
+		t.names = make([]string, 0, maxSymbols)
+		grown = allocSize(maxSymbols*int64(unsafe.Sizeof("")), true)
+	}
+	t.names = append(t.names, cloneString(name))
+	id := uint8(len(t.names))
+	h := symbolHash(name) & (symbolSlots - 1)
+	for t.slots[h] != 0 {
+		h = (h + 1) & (symbolSlots - 1)
+	}
+	t.slots[h] = id
+	return grown + allocSize(int64(len(name)), false)
+}
+
+// costOfAdding is what add would charge for name.
+func (t *symbolTable) costOfAdding(name string, pending int) int64 {
+	if len(name) > maxSymbolLen || len(t.names)+pending >= maxSymbols {
+		return 0
+	}
+	c := allocSize(int64(len(name)), false)
+	if t.names == nil && pending == 0 {
+		c += allocSize(maxSymbols*int64(unsafe.Sizeof("")), true)
+	}
+	return c
+}
+
+func cloneString(s string) string {
+	if s == "" {
+		return ""
+	}
+	b := make([]byte, len(s))
+	copy(b, s)
+	return unsafe.String(&b[0], len(b))
+}
+
+// hexValue maps a lowercase hex digit to its value and anything else to 0xff.
+var hexValue = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	return t
+}()
+
+// appendValue encodes a label value: lowercase hex of even length as the
+// bytes it spells, anything else as is. One pass: decode optimistically and
+// fall back to raw bytes at the first non-hex digit.
+func appendValue(dst []byte, v string) []byte {
+	n := len(v)
+	if n >= 2 && n%2 == 0 {
+		mark := len(dst)
+		dst = appendUvarint(dst, uint64(n)<<1|1)
+		start := len(dst)
+		dst = slices.Grow(dst, n/2)[:start+n/2]
+		out := dst[start:]
+		var bad byte
+		for i := range out {
+			hi, lo := hexValue[v[2*i]], hexValue[v[2*i+1]]
+			bad |= hi | lo
+			out[i] = hi<<4 | lo
+		}
+		if bad&0xf0 == 0 {
+			return dst
+		}
+		dst = dst[:mark]
+	}
+	dst = appendUvarint(dst, uint64(n)<<1)
+	return append(dst, v...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// encodeExemplarLabels appends the encoding of ls to dst and counts the runes
+// of its names and values (Prometheus' length rule). Names without a symbol
+// are written literally; newNames counts those add() would turn into symbols
+// (so the caller can intern them and encode again). Values are hex-packed only
+// with packHex: the caller asks for it when the plain encoding does not fit
+// inline, which keeps the encoding a function of the labels and the symbol
+// table alone.
+func encodeExemplarLabels(dst []byte, ls labels.Labels, syms *symbolTable, packHex bool) (out []byte, newNames, runes int) {
+	n := 0
+	ls.Range(func(l labels.Label) {
+		n += len(l.Name) + len(l.Value)
+		if id := syms.lookup(l.Name); id != 0 {
+			dst = append(dst, id)
+		} else {
+			if len(l.Name) <= maxSymbolLen && len(syms.names) < maxSymbols {
+				newNames++
+			}
+			dst = appendUvarint(append(dst, 0), uint64(len(l.Name)))
+			dst = append(dst, l.Name...)
+		}
+		if packHex {
+			dst = appendValue(dst, l.Value)
+		} else {
+			dst = appendUvarint(dst, uint64(len(l.Value))<<1)
+			dst = append(dst, l.Value...)
+		}
+	})
+	// A rune is at least a byte: only long label sets need counting.
+	if n <= exemplar.ExemplarMaxLabelSetLength {
+		return dst, newNames, n
+	}
+	ls.Range(func(l labels.Label) { runes += utf8.RuneCountInString(l.Name) + utf8.RuneCountInString(l.Value) })
+	return dst, newNames, runes
+}
+
+// appendUvarint is binary.AppendUvarint with the one-byte case inlined.
+func appendUvarint(dst []byte, x uint64) []byte {
+	if x < 0x80 {
+		return append(dst, byte(x))
+	}
+	return binary.AppendUvarint(dst, x)
+}
+
+// encodeLabels is the store's encoding of an exemplar's labels, or
+// storage.ErrExemplarLabelLength.
+func encodeLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int, error) {
+	enc, newNames, runes := encodeExemplarLabels(dst, ls, syms, false)
+	if runes > exemplar.ExemplarMaxLabelSetLength {
+		return enc, 0, storage.ErrExemplarLabelLength
+	}
+	if len(enc) > inlineLabelBytes {
+		enc, _, _ = encodeExemplarLabels(enc[:0], ls, syms, true)
+	}
+	if len(enc) > maxEncodedLabels {
+		return enc, 0, storage.ErrExemplarLabelLength
+	}
+	return enc, newNames, nil
+}
+
+// internExemplarLabelNames adds every symbol-worthy name of ls to syms and
+// returns the bytes added.
+func internExemplarLabelNames(ls labels.Labels, syms *symbolTable) (added int64) {
+	ls.Range(func(l labels.Label) { added += syms.add(l.Name) })
+	return added
+}
+
+// newSymbolsCost is what internExemplarLabelNames would charge.
+func newSymbolsCost(ls labels.Labels, syms *symbolTable) (cost int64) {
+	pending := 0
+	ls.Range(func(l labels.Label) {
+		if syms.lookup(l.Name) == 0 {
+			if c := syms.costOfAdding(l.Name, pending); c > 0 {
+				cost += c
+				pending++
+			}
+		}
+	})
+	return cost
+}
+
+// labelDecoder turns packed exemplar labels back into labels.Labels. Strings
+// handed to the builder are never views of store memory: names come from the
+// immutable symbol table or are copied, values are copied into arena.
+type labelDecoder struct {
+	b     labels.ScratchBuilder
+	arena []byte
+}
+
+// arenaString appends n bytes produced by fill to the arena and returns them as
+// a string. The arena is only ever appended to while strings point into it, so
+// those bytes never change; when the builder copies (stringlabels), the
+// caller may reset the arena after each Labels().
+func (d *labelDecoder) arenaString(n int, fill func(dst []byte)) string {
+	if n == 0 {
+		return ""
+	}
+	if cap(d.arena)-len(d.arena) < n {
+		// Start a new block rather than growing: strings already handed out keep
+		// pointing at the old one.
+		size := 4096
+		if n > size {
+			size = n
+		}
+		d.arena = make([]byte, 0, size)
+	}
+	start := len(d.arena)
+	d.arena = d.arena[:start+n]
+	fill(d.arena[start:])
+	return unsafe.String(&d.arena[start], n)
+}
+
+func (d *labelDecoder) decode(enc []byte, syms *symbolTable) (labels.Labels, error) {
+	if len(enc) == 0 {
+		return labels.EmptyLabels(), nil
+	}
+	d.b.Reset()
+	for i := 0; i < len(enc); {
+		var name string
+		if id := enc[i]; id != 0 {
+			if int(id) > len(syms.names) {
+				return labels.EmptyLabels(), errCorrupt
+			}
+			name = syms.names[id-1]
+			i++
+		} else {
+			n, w := binary.Uvarint(enc[i+1:])
+			if w <= 0 || uint64(len(enc)-i-1-w) < n {
+				return labels.EmptyLabels(), errCorrupt
+			}
+			raw := enc[i+1+w : i+1+w+int(n)]
+			name = d.arenaString(len(raw), func(dst []byte) { copy(dst, raw) })
+			i += 1 + w + int(n)
+		}
+		hdr, w := binary.Uvarint(enc[i:])
+		if w <= 0 {
+			return labels.EmptyLabels(), errCorrupt
+		}
+		i += w
+		vlen := int(hdr >> 1)
+		var value string
+		if hdr&1 == 1 {
+			if len(enc)-i < vlen/2 {
+				return labels.EmptyLabels(), errCorrupt
+			}
+			raw := enc[i : i+vlen/2]
+			value = d.arenaString(vlen, func(dst []byte) {
+				for j, c := range raw {
+					dst[2*j] = hexDigits[c>>4]
+					dst[2*j+1] = hexDigits[c&15]
+				}
+			})
+			i += vlen / 2
+		} else {
+			if len(enc)-i < vlen {
+				return labels.EmptyLabels(), errCorrupt
+			}
+			raw := enc[i : i+vlen]
+			value = d.arenaString(vlen, func(dst []byte) { copy(dst, raw) })
+			i += vlen
+		}
+		d.b.Add(name, value)
+	}
+	ls := d.b.Labels()
+	if builderCopiesStrings {
+		d.arena = d.arena[:0]
+	}
+	return ls, nil
+}
+
+// errCorrupt can only come from a bug in this package; tests assert it never
+// surfaces.
+var errCorrupt = errors.New("exemplar: internal error: corrupt label encoding")
+
+// checkSeriesLabels refuses an empty label set, which Prometheus' head never
+// holds. The other check the head makes, repeated names, costs a scan and runs
+// only when a series is created (checkNewSeriesLabels).
+func checkSeriesLabels(ls labels.Labels) error {
+	if ls.IsEmpty() {
+		return fmt.Errorf("%w: empty label set", ErrInvalidSeriesLabels)
+	}
+	return nil
+}
+
+func checkNewSeriesLabels(ls labels.Labels) error {
+	if name, dup := ls.HasDuplicateLabelNames(); dup {
+		return fmt.Errorf("%w: label name %q is not unique", ErrInvalidSeriesLabels, name)
+	}
+	return nil
+}
+
+// copyLabels returns a deep copy of ls: no string of the result shares memory
+// with ls, whatever the labels build.
+func (d *labelDecoder) copyLabels(ls labels.Labels) labels.Labels {
+	if ls.IsEmpty() {
+		return labels.EmptyLabels()
+	}
+	d.b.Reset()
+	ls.Range(func(l labels.Label) {
+		name := d.arenaString(len(l.Name), func(dst []byte) { copy(dst, l.Name) })
+		value := d.arenaString(len(l.Value), func(dst []byte) { copy(dst, l.Value) })
+		d.b.Add(name, value)
+	})
+	out := d.b.Labels()
+	if builderCopiesStrings {
+		d.arena = d.arena[:0]
+	}
+	return out
+}

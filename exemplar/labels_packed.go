@@ -1,0 +1,130 @@
+//go:build slicelabels || dedupelabels
+
+package exemplar
+
+import (
+	"encoding/binary"
+	"strings"
+	"unsafe"
+
+	"github.com/prometheus/prometheus/model/labels"
+)
+
+// With -tags slicelabels (what Thanos builds with) a labels.Labels is a slice of
+// string pairs whose strings usually alias a decoded request. The store packs
+// series labels into one private string instead (uvarint length-prefixed names
+// and values) and hands out labels whose strings are views of that immutable
+// string.
+
+type storedSeriesLabels string
+
+// builderCopiesStrings: ScratchBuilder.Labels keeps the strings it was given.
+const builderCopiesStrings = false
+
+func packedLen(ls labels.Labels) int {
+	n := 0
+	ls.Range(func(l labels.Label) {
+		n += uvarintLen(uint64(len(l.Name))) + len(l.Name) + uvarintLen(uint64(len(l.Value))) + len(l.Value)
+	})
+	return n
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+func appendPacked(dst []byte, ls labels.Labels) []byte {
+	ls.Range(func(l labels.Label) {
+		dst = binary.AppendUvarint(dst, uint64(len(l.Name)))
+		dst = append(dst, l.Name...)
+		dst = binary.AppendUvarint(dst, uint64(len(l.Value)))
+		dst = append(dst, l.Value...)
+	})
+	return dst
+}
+
+func storeSeriesLabels(ls labels.Labels) (storedSeriesLabels, int64) {
+	n := packedLen(ls)
+	if n == 0 {
+		return "", 0
+	}
+	buf := appendPacked(make([]byte, 0, n), ls)
+	return storedSeriesLabels(unsafe.String(&buf[0], len(buf))), allocSize(int64(n), false)
+}
+
+func storedSize(s storedSeriesLabels) int64 { return allocSize(int64(len(s)), false) }
+
+// nextPacked returns the string at i and the index after it. Packed strings are
+// written by this package only, so they are well formed.
+func nextPacked(s string, i int) (string, int) {
+	var n uint64
+	for shift := 0; ; shift += 7 {
+		c := s[i]
+		i++
+		n |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			break
+		}
+	}
+	return s[i : i+int(n)], i + int(n)
+}
+
+func storedGet(s storedSeriesLabels, name string) string {
+	p := string(s)
+	for i := 0; i < len(p); {
+		var n, v string
+		n, i = nextPacked(p, i)
+		v, i = nextPacked(p, i)
+		if n == name {
+			return v
+		}
+	}
+	return ""
+}
+
+func storedLabels(s storedSeriesLabels, b *labels.ScratchBuilder) labels.Labels {
+	p := string(s)
+	b.Reset()
+	for i := 0; i < len(p); {
+		var n, v string
+		n, i = nextPacked(p, i)
+		v, i = nextPacked(p, i)
+		b.Add(n, v)
+	}
+	return b.Labels()
+}
+
+// seriesLabelCost is what storeSeriesLabels(ls) would hold.
+func seriesLabelCost(ls labels.Labels) int64 { return allocSize(int64(packedLen(ls)), false) }
+
+// compareStored orders stored labels as labels.Compare orders labels: by
+// name, then value, label by label; a prefix first.
+func compareStored(a, b storedSeriesLabels) int {
+	pa, pb := string(a), string(b)
+	i, j := 0, 0
+	for i < len(pa) && j < len(pb) {
+		var na, va, nb, vb string
+		na, i = nextPacked(pa, i)
+		va, i = nextPacked(pa, i)
+		nb, j = nextPacked(pb, j)
+		vb, j = nextPacked(pb, j)
+		if na != nb {
+			return strings.Compare(na, nb)
+		}
+		if va != vb {
+			return strings.Compare(va, vb)
+		}
+	}
+	switch {
+	case i < len(pa):
+		return 1
+	case j < len(pb):
+		return -1
+	}
+	return 0
+}

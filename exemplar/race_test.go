@@ -1,0 +1,5 @@
+//go:build race
+
+package exemplar
+
+const raceEnabled = true
