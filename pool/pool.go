@@ -1,0 +1,600 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// ErrExhausted is wrapped by the error Get returns when a lease would take
+// the pool past Options.MaxTotal.
+var ErrExhausted = errors.New("pool exhausted")
+
+// ErrInvalidSize is wrapped by the error Get returns for a negative size or
+// one too large to allocate.
+var ErrInvalidSize = errors.New("invalid lease size")
+
+// Pool is a bucketed pool of slices that counts every lease. Get and Put
+// have the shape of Thanos' pool.Pool[T], so a Pool drops into a fork.
+//
+// A Pool must be created with New. It is safe for concurrent use.
+type Pool[T any] struct {
+	name       string
+	sizes      []int       // bucket capacities, ascending; the last is MaxSize
+	firstOfLen [65]uint8   // firstOfLen[bits.Len(n)]: the first bucket that can fit such an n
+	buckets    []sync.Pool // buckets[i] holds *handle[T] whose array has cap sizes[i]
+	bare       sync.Pool   // *handle[T] without an array (records waiting for one)
+	maxTotal   int64
+	track      bool
+	trackEvery uint32
+	maxElems   int // largest n Get accepts: beyond it make would panic
+
+	// avail is the part of MaxTotal not reserved by any record. A record
+	// reserves its lease's charge and, once free, keeps it as parked credit
+	// so the next Get on the same handle touches no shared memory.
+	avail atomic.Int64
+
+	slabs    atomic.Pointer[[]*slab[T]] // copy-on-write, newest first; for Stats and reclaim
+	nRanges  atomic.Int32               // slabs published in ranges
+	ranges   [maxSlabs]slabRange        // address ranges of the slabs, oldest first; Put's lookup
+	growMu   sync.Mutex                 // guards slab growth and spare
+	spare    []*record[T]               // records whose handle was garbage-collected
+	lastUsed int                        // records handed out of the newest slab
+
+	// Rare events: a shared counter each is fine.
+	exhausted atomic.Int64
+	badPuts   atomic.Int64
+	discarded atomic.Int64
+	leaked    atomic.Int64
+
+	events  events      // bad Puts and collected leases, grouped by stack
+	tracker *tracker[T] // nil unless Track or TrackEvery
+}
+
+// record is the charge record of one lease. Records live in slabs that the
+// pool never frees, so Put can tell whether a *[]T is one of its own by an
+// address-range test alone, without reading memory it did not allocate.
+// Untracked leases hand out &record.buf. A record is padded to a cache line
+// so two cores cycling their own leases never share one, and everything a
+// Get or Put must change atomically lives in one word: a Get is one atomic
+// store (a compare-and-swap with MaxTotal), a Put one compare-and-swap.
+type record[T any] struct {
+	buf    []T // must stay first: Get returns &buf
+	state  atomic.Uint64
+	big    atomic.Int64 // the charge of a lease above MaxSize (bucket bigBucket)
+	handle *handle[T]   // while leased: what Put hands back to the buckets
+	_      [16]byte
+}
+
+// The state word of a record:
+//
+//	bit 0      leased
+//	bit 1      parked credit (free records of a MaxTotal pool): the budget
+//	           of bucket idx stays reserved for the next Get on this handle
+//	bits 2-9   idx: the bucket of the lease (or of the parked credit);
+//	           bigBucket for a lease above MaxSize, charged rec.big
+//	bits 10-63 leases handed out by this record, ever (wraps after 2^54,
+//	           which Prometheus reads as a counter reset)
+const (
+	leasedBit  = 1
+	creditBit  = 2
+	idxShift   = 2
+	idxMask    = 0xff << idxShift
+	countShift = 10
+	countOne   = 1 << countShift
+	lowMask    = countOne - 1
+	bigBucket  = 0xff
+
+	recordSize    = 64
+	firstSlabSize = 64
+)
+
+func stateIdx(s uint64) int { return int(s&idxMask) >> idxShift }
+
+// chargeOf returns what the lease (or parked credit) in state s is charged.
+func (p *Pool[T]) chargeOf(rec *record[T], s uint64) int64 {
+	if i := stateIdx(s); i != bigBucket {
+		return int64(p.sizes[i])
+	}
+	return rec.big.Load()
+}
+
+// slab is a block of records; recs never changes after the slab is built.
+type slab[T any] struct {
+	recs []record[T]
+}
+
+// slabRange is where a slab's records are: [lo, lo+size).
+type slabRange struct {
+	lo, size atomic.Uintptr
+}
+
+// maxSlabs bounds the slab table. Slabs double in size from firstSlabSize
+// records, so this many can hold more records than memory can.
+const maxSlabs = 48
+
+// handle is what the buckets hold. Handles are ordinary garbage: when
+// sync.Pool drops one, a cleanup returns its record (and parked credit) to
+// the pool, so pooled memory shrinks after GC exactly as with sync.Pool.
+type handle[T any] struct {
+	rec    *record[T]
+	buf    []T // the array this handle carries; cap == sizes[bucket]
+	bucket int
+	// sampleIn counts down the leases of this handle until the next one
+	// TrackEvery tracks. Only the handle's current owner touches it.
+	sampleIn int
+}
+
+// New validates o and returns an empty pool. Invalid options return an error
+// that names the field; registering metrics can fail if another collector
+// already uses the same pool name on o.Registerer.
+func New[T any](o Options) (*Pool[T], error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	sizes := bucketSizes(o.MinSize, o.MaxSize, o.Factor, maxBuckets)
+	p := &Pool[T]{
+		name:       o.Name,
+		sizes:      sizes,
+		buckets:    make([]sync.Pool, len(sizes)),
+		maxTotal:   o.MaxTotal,
+		track:      o.Track,
+		trackEvery: uint32(min(o.TrackEvery, math32)),
+	}
+	p.avail.Store(o.MaxTotal)
+	for l := range p.firstOfLen {
+		least := 0 // the smallest n with bit length l
+		if l > 0 {
+			least = 1 << (l - 1)
+		}
+		p.firstOfLen[l] = uint8(bucketAtLeast(sizes, least))
+	}
+	if elem := unsafe.Sizeof(*new(T)); elem > 0 {
+		p.maxElems = int(maxAlloc / uint64(elem))
+	} else {
+		p.maxElems = int(^uint(0) >> 2)
+	}
+	empty := []*slab[T]{}
+	p.slabs.Store(&empty)
+	if o.Track || o.TrackEvery > 0 {
+		p.tracker = newTracker(p)
+	}
+	if o.Registerer != nil {
+		if err := o.Registerer.Register(newPoolMetrics(o.Name, p.Stats)); err != nil {
+			return nil, fmt.Errorf("pool %q: registering metrics: %w", o.Name, err)
+		}
+	}
+	return p, nil
+}
+
+const (
+	math32   = 1<<31 - 1
+	maxAlloc = 1 << 47 // a conservative bound under the runtime's own limit
+)
+
+// Get returns a slice with len 0 and cap >= n. Every successful Get must be
+// paired with exactly one Put of the returned pointer. With MaxTotal set, a
+// Get that would pass it returns an error wrapping ErrExhausted and nil.
+//
+// The capacity handed out is the bucket size for n (n itself above MaxSize);
+// that capacity is what InUse and MaxTotal count.
+func (p *Pool[T]) Get(n int) (*[]T, error) { return p.get(n, 1) }
+
+func (p *Pool[T]) get(n int, skip int) (*[]T, error) {
+	h, err := p.acquire(n)
+	if err != nil {
+		return nil, err
+	}
+	if p.tracker != nil && (p.track || p.sample(h)) {
+		return p.tracker.lease(h, skip+1), nil
+	}
+	rec := h.rec
+	rec.handle = h
+	rec.buf = h.buf
+	return &rec.buf, nil
+}
+
+// sample reports whether this lease of h is one TrackEvery tracks. Gaps
+// between tracked leases are geometric, so every lease — the first of a new
+// handle as much as the thousandth of a busy one — is tracked with
+// probability 1/TrackEvery, and the hot path is one decrement of a field
+// only the handle's owner touches.
+func (p *Pool[T]) sample(h *handle[T]) bool {
+	if h.sampleIn > 1 {
+		h.sampleIn--
+		return false
+	}
+	first := h.sampleIn == 0 // a new handle: draw its first gap
+	q := 1 - 1/float64(p.trackEvery)
+	h.sampleIn = 1 + int(math.Log(1-rand.Float64())/math.Log(q))
+	if q == 0 {
+		h.sampleIn = 1 // TrackEvery 1: every lease
+	}
+	if first {
+		return p.sample(h)
+	}
+	return true
+}
+
+// acquire finds a handle with an array of the right capacity and charges
+// its record; the record is leased when acquire returns.
+func (p *Pool[T]) acquire(n int) (*handle[T], error) {
+	if n < 0 || n > p.maxElems {
+		return nil, fmt.Errorf("%w: pool %q: Get(%d)", ErrInvalidSize, p.name, n)
+	}
+	i := p.bucketFor(n)
+	var h *handle[T]
+	if i < len(p.sizes) {
+		if v := p.buckets[i].Get(); v != nil {
+			h = v.(*handle[T])
+		}
+	} else {
+		i = bigBucket
+	}
+	if h == nil {
+		h = p.bareHandle()
+	}
+	rec := h.rec
+	if i == bigBucket {
+		rec.big.Store(int64(n))
+	}
+	if p.maxTotal == 0 {
+		s := rec.state.Load() // free, no credit: only this goroutine holds h
+		rec.state.Store(s&^lowMask + countOne | uint64(i)<<idxShift | leasedBit)
+	} else if err := p.chargeBudget(rec, i, n); err != nil {
+		p.park(h)
+		return nil, err
+	}
+	if h.buf == nil {
+		c := n
+		if i != bigBucket {
+			c = p.sizes[i]
+		}
+		h.buf = make([]T, 0, c)
+		h.bucket = i
+	}
+	return h, nil
+}
+
+// bucketFor returns the smallest bucket whose capacity is >= n, or
+// len(p.sizes) when n is above MaxSize. It starts from the first bucket that
+// can hold any n of the same bit length, so it scans about log_Factor(2)
+// buckets, not all of them.
+func (p *Pool[T]) bucketFor(n int) int {
+	i := int(p.firstOfLen[bits.Len(uint(n))])
+	for i < len(p.sizes) && p.sizes[i] < n {
+		i++
+	}
+	return i
+}
+
+// bucketAtLeast returns the smallest i with sizes[i] >= n, or len(sizes).
+func bucketAtLeast(sizes []int, n int) int {
+	lo, hi := 0, len(sizes)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if sizes[m] < n {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// bucketFilledBy returns the largest bucket whose capacity is <= c, or -1.
+func (p *Pool[T]) bucketFilledBy(c int) int {
+	lo, hi := 0, len(p.sizes)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if p.sizes[m] <= c {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo - 1
+}
+
+// chargeBudget moves the lease's charge from the record's parked credit and,
+// for the rest, from avail, with compare-and-swap so the sum of charges never
+// passes MaxTotal, not even for an instant.
+func (p *Pool[T]) chargeBudget(rec *record[T], i int, n int) error {
+	charge := int64(n)
+	if i != bigBucket {
+		charge = int64(p.sizes[i])
+	}
+	reclaimed := false
+	for {
+		s := rec.state.Load()
+		leased := s&^lowMask + countOne | uint64(i)<<idxShift | leasedBit
+		var credit int64
+		if s&creditBit != 0 {
+			credit = p.chargeOf(rec, s)
+		}
+		if credit >= charge {
+			if rec.state.CompareAndSwap(s, leased) {
+				if credit > charge {
+					p.avail.Add(credit - charge)
+				}
+				return nil
+			}
+			continue
+		}
+		need := charge - credit
+		if charge <= p.maxTotal && p.take(need) {
+			if rec.state.CompareAndSwap(s, leased) {
+				return nil
+			}
+			p.avail.Add(need)
+			continue
+		}
+		if !reclaimed && charge <= p.maxTotal {
+			p.reclaim()
+			reclaimed = true
+			continue
+		}
+		p.exhausted.Add(1)
+		inUse := p.maxTotal - p.avail.Load()
+		return fmt.Errorf("%w: pool %q: Get(%d) needs %d elements, %d of MaxTotal %d in use",
+			ErrExhausted, p.name, n, charge, inUse, p.maxTotal)
+	}
+}
+
+func (p *Pool[T]) take(need int64) bool {
+	for {
+		a := p.avail.Load()
+		if a < need {
+			return false
+		}
+		if p.avail.CompareAndSwap(a, a-need) {
+			return true
+		}
+	}
+}
+
+// reclaim returns every free record's parked credit to avail. It walks all
+// records, so it runs only when a Get would otherwise fail.
+func (p *Pool[T]) reclaim() {
+	for _, sl := range *p.slabs.Load() {
+		for i := range sl.recs {
+			p.dropCredit(&sl.recs[i])
+		}
+	}
+}
+
+// dropCredit returns rec's parked credit, if any, to avail.
+func (p *Pool[T]) dropCredit(rec *record[T]) {
+	for {
+		s := rec.state.Load()
+		if s&creditBit == 0 || s&leasedBit != 0 {
+			return
+		}
+		if rec.state.CompareAndSwap(s, s&^creditBit) {
+			p.avail.Add(p.chargeOf(rec, s))
+			return
+		}
+	}
+}
+
+// park returns an unused handle after a failed Get.
+func (p *Pool[T]) park(h *handle[T]) {
+	if h.buf != nil && h.bucket != bigBucket {
+		p.buckets[h.bucket].Put(h)
+	} else {
+		h.buf = nil
+		p.bare.Put(h)
+	}
+}
+
+// bareHandle returns a handle without an array: a pooled one, or a new one
+// with a record from the spare list or a slab.
+func (p *Pool[T]) bareHandle() *handle[T] {
+	if v := p.bare.Get(); v != nil {
+		return v.(*handle[T])
+	}
+	h := &handle[T]{rec: p.newRecord()}
+	runtime.AddCleanup(h, p.handleCollected, h.rec)
+	return h
+}
+
+// handleCollected runs after the garbage collector freed a pooled handle.
+// A leased record keeps its handle reachable, so rec is free here.
+func (p *Pool[T]) handleCollected(rec *record[T]) {
+	if rec.state.Load()&leasedBit != 0 {
+		return // unreachable in correct use; never recycle a leased record
+	}
+	p.dropCredit(rec)
+	rec.buf = nil
+	p.growMu.Lock()
+	p.spare = append(p.spare, rec)
+	p.growMu.Unlock()
+}
+
+func (p *Pool[T]) newRecord() *record[T] {
+	p.growMu.Lock()
+	defer p.growMu.Unlock()
+	if n := len(p.spare); n > 0 {
+		rec := p.spare[n-1]
+		p.spare = p.spare[:n-1]
+		return rec
+	}
+	slabs := *p.slabs.Load()
+	if len(slabs) > 0 && p.lastUsed < len(slabs[0].recs) {
+		p.lastUsed++
+		return &slabs[0].recs[p.lastUsed-1]
+	}
+	n := firstSlabSize
+	if len(slabs) > 0 {
+		n = 2 * len(slabs[0].recs)
+	}
+	recs := make([]record[T], n)
+	s := &slab[T]{recs: recs}
+	i := p.nRanges.Load()
+	p.ranges[i].lo.Store(uintptr(unsafe.Pointer(unsafe.SliceData(recs))))
+	p.ranges[i].size.Store(uintptr(n) * recordSize)
+	p.nRanges.Store(i + 1)
+	grown := make([]*slab[T], len(slabs)+1)
+	copy(grown[1:], slabs)
+	grown[0] = s // newest (largest) first: most records live there
+	p.slabs.Store(&grown)
+	p.lastUsed = 1
+	return &s.recs[0]
+}
+
+// lookup returns the record whose buf b points to, or nil if b is not an
+// untracked lease of this pool. It compares addresses only, and converts b
+// only once it is known to point at a record of one of the pool's own slabs:
+// b may be a pointer the pool never saw, and the pool never reads through
+// such a pointer.
+func (p *Pool[T]) lookup(b *[]T) *record[T] {
+	a := uintptr(unsafe.Pointer(b))
+	for i := p.nRanges.Load() - 1; i >= 0; i-- { // newest, largest first
+		r := &p.ranges[i]
+		if off := a - r.lo.Load(); off < r.size.Load() {
+			if off%recordSize != 0 {
+				return nil
+			}
+			return (*record[T])(unsafe.Pointer(b))
+		}
+	}
+	return nil
+}
+
+// Put returns a lease. A nil pointer is a no-op. A pointer that is not an
+// outstanding lease of this pool — put twice, or never leased here — is
+// counted in Stats.BadPuts with the stack of the Put, and nothing is pooled,
+// so one array is never handed to two callers (see the package doc for the
+// one case only Track catches).
+//
+// Put pools the array the lease was handed, whatever *b says now; if *b
+// points to a different array (it grew with append), that array is filed in
+// the largest bucket it fills instead. Put does not clear the slice.
+func (p *Pool[T]) Put(b *[]T) {
+	if b == nil {
+		return
+	}
+	if rec := p.lookup(b); rec != nil {
+		p.release(rec, b, 1)
+		return
+	}
+	if p.tracker != nil && p.tracker.put(p, b) {
+		return
+	}
+	p.badPut(badForeign, 1)
+}
+
+// release ends the lease held by rec and returns its array to the buckets;
+// b is what the holder passed to Put. Only the state word is read before the
+// compare-and-swap that ends the lease, so of two racing Puts of one lease
+// the loser touches nothing the winner writes. skip counts the pool frames
+// from release's caller up to the user's Put.
+func (p *Pool[T]) release(rec *record[T], b *[]T, skip int) {
+	var s, free uint64
+	for {
+		s = rec.state.Load()
+		if s&leasedBit == 0 {
+			p.badPut(badDouble, skip+1)
+			return
+		}
+		free = s &^ leasedBit
+		if p.maxTotal > 0 && stateIdx(s) != bigBucket {
+			free |= creditBit // keep the budget for the next Get of this handle
+		}
+		if rec.state.CompareAndSwap(s, free) {
+			break
+		}
+	}
+	if p.maxTotal > 0 && free&creditBit == 0 {
+		p.avail.Add(p.chargeOf(rec, s))
+	}
+	h := rec.handle
+	rec.handle = nil
+	if h == nil {
+		return // a Put racing the Get of a reused record: the holder broke the contract
+	}
+	cur := *b
+	if h.bucket != bigBucket && cap(cur) != 0 && unsafe.SliceData(cur) == unsafe.SliceData(h.buf) {
+		p.buckets[h.bucket].Put(h) // the common case: the array it was handed
+		return
+	}
+	keep, bucket := p.chooseArray(h.buf, h.bucket, cur)
+	if cap(keep) == 0 || unsafe.SliceData(keep) != unsafe.SliceData(rec.buf) {
+		rec.buf = nil // do not keep alive an array the buckets do not hold
+	}
+	h.buf, h.bucket = keep, bucket
+	p.park(h)
+	if keep == nil {
+		p.discarded.Add(1)
+	}
+}
+
+// chooseArray decides what a lease returns to the buckets when cur no longer
+// starts at the array it was handed (orig, from bucket): cur, filed in the
+// largest bucket it fills, if it is within MinSize..MaxSize (it grew with
+// append); else orig, which the pool allocated and the lease is done with.
+// nil means nothing is pooled (a lease above MaxSize).
+func (p *Pool[T]) chooseArray(orig []T, bucket int, cur []T) ([]T, int) {
+	if c := cap(cur); c > 0 && c <= p.sizes[len(p.sizes)-1] {
+		if j := p.bucketFilledBy(c); j >= 0 {
+			return cur[:0:p.sizes[j]], j
+		}
+	}
+	if orig == nil || bucket == bigBucket {
+		return nil, 0
+	}
+	return orig[:0], bucket
+}
+
+// Stats is a snapshot of a pool's counters.
+type Stats struct {
+	Gets        int64 // successful Gets
+	Puts        int64 // Puts that ended a lease
+	Outstanding int64 // leases handed out and not yet Put
+	InUse       int64 // elements (capacity) charged to outstanding leases
+	MaxTotal    int64 // the budget; 0 = unlimited
+	Exhausted   int64 // Gets refused with ErrExhausted
+	BadPuts     int64 // double or foreign Puts, counted and ignored
+	Discarded   int64 // Puts whose array was not pooled (leases above MaxSize)
+	Leaked      int64 // tracked leases garbage-collected without Put; their charge was released
+}
+
+// Stats sums the per-lease counters. Each field is exact when the pool is
+// quiet; under concurrent traffic the records are read one after another,
+// so the snapshot may mix instants. InUse can never really exceed MaxTotal
+// (the budget is reserved before a lease is handed out); the snapshot is
+// clamped to it so a racing read never shows an impossible figure.
+func (p *Pool[T]) Stats() Stats {
+	st := Stats{
+		MaxTotal:  p.maxTotal,
+		Exhausted: p.exhausted.Load(),
+		BadPuts:   p.badPuts.Load(),
+		Discarded: p.discarded.Load(),
+		Leaked:    p.leaked.Load(),
+	}
+	for _, sl := range *p.slabs.Load() {
+		for i := range sl.recs {
+			r := &sl.recs[i]
+			s := r.state.Load()
+			st.Gets += int64(s >> countShift)
+			if s&leasedBit != 0 {
+				st.Outstanding++
+				st.InUse += p.chargeOf(r, s)
+			}
+		}
+	}
+	st.Puts = st.Gets - st.Outstanding - st.Leaked
+	if p.maxTotal > 0 && st.InUse > p.maxTotal {
+		st.InUse = p.maxTotal
+	}
+	return st
+}
+
+// Name returns Options.Name.
+func (p *Pool[T]) Name() string { return p.name }

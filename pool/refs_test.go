@@ -1,0 +1,185 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRefsZeroValueIsReady(t *testing.T) {
+	var r Refs
+	require.Zero(t, r.Count())
+	require.NoError(t, r.Check())
+	require.NoError(t, r.Wait(context.Background()))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, r.Wait(ctx), "nothing to wait for beats a done context")
+}
+
+func TestRefsReleaseIsIdempotent(t *testing.T) {
+	var r Refs
+	a := r.Acquire()
+	b := r.Acquire()
+	a()
+	a()
+	a()
+	require.Equal(t, int64(1), r.Count(), "a second release of a must not release b")
+	b()
+	require.Zero(t, r.Count())
+	require.NoError(t, r.Check())
+}
+
+func TestRefsWaitReturnsWhenTheLastHolderReleases(t *testing.T) {
+	var r Refs
+	releases := []func(){r.Acquire(), r.Acquire(), r.Acquire()}
+	done := make(chan error)
+	go func() { done <- r.Wait(context.Background()) }()
+	for _, release := range releases[:2] {
+		release()
+		select {
+		case err := <-done:
+			t.Fatalf("Wait returned %v with %d holders left", err, r.Count())
+		default:
+		}
+	}
+	releases[2]()
+	require.NoError(t, <-done)
+}
+
+func TestRefsWaitGivesUpWithTheContextCause(t *testing.T) {
+	r := Refs{Name: "block 01HXYZ"}
+	release := r.Acquire()
+	defer release()
+	cause := errors.New("block sync deadline")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(cause)
+	err := r.Wait(ctx)
+	require.ErrorIs(t, err, cause)
+	require.ErrorContains(t, err, `refs "block 01HXYZ": gave up waiting for holders`)
+	require.ErrorContains(t, err, "1 holders")
+}
+
+// The pendingReaders half of the incident: block sync waits for readers that
+// never finish. Wait gives up with the context, and says who they are.
+func TestRefsBlockSyncNamesTheReaderThatNeverFinished(t *testing.T) {
+	readers := Refs{Name: "block 01HXYZ", Track: true}
+	var releases []func()
+	for range 3 {
+		releases = append(releases, readers.Acquire()) // Series calls that finish
+	}
+	stuckLine := thisLine() + 1
+	stuck := readers.Acquire() // a Series call whose iterator is never closed
+	for _, release := range releases {
+		release()
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the sync gives up (a deadline in production; no clock here)
+	err := readers.Wait(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorContains(t, err, `refs "block 01HXYZ": 1 holders`)
+	require.ErrorContains(t, err, "1 held, acquired at:")
+	require.ErrorContains(t, err, fmt.Sprintf("refs_test.go:%d", stuckLine))
+
+	var rec recorder
+	VerifyNone(&rec, &readers)
+	require.Contains(t, rec.String(), fmt.Sprintf("refs_test.go:%d", stuckLine))
+	require.ErrorIs(t, readers.Check(), ErrLeak)
+
+	stuck()
+	require.NoError(t, readers.Wait(context.Background()))
+	VerifyNone(t, &readers)
+}
+
+func acquireFrom(r *Refs, n int, keep *[]func()) int {
+	line := thisLine() + 2
+	for range n {
+		*keep = append(*keep, r.Acquire())
+	}
+	return line
+}
+
+func TestRefsCheckGroupsHoldersByStackMostFrequentFirst(t *testing.T) {
+	r := Refs{Name: "block", Track: true}
+	var held []func()
+	rare := thisLine() + 1
+	held = append(held, r.Acquire())
+	frequent := acquireFrom(&r, 500, &held)
+	err := r.Check()
+	require.ErrorIs(t, err, ErrLeak)
+	msg := err.Error()
+	require.Equal(t, 2, strings.Count(msg, "acquired at:"))
+	require.Contains(t, msg, "500 held, acquired at:")
+	require.Less(t, strings.Index(msg, fmt.Sprintf("refs_test.go:%d", frequent)), strings.Index(msg, fmt.Sprintf("refs_test.go:%d", rare)))
+	for _, release := range held {
+		release()
+	}
+	require.NoError(t, r.Check())
+}
+
+func TestRefsWithoutTrackCountHoldersAndSayHowToNameThem(t *testing.T) {
+	r := Refs{Name: "block"}
+	release := r.Acquire()
+	err := r.Check()
+	require.ErrorIs(t, err, ErrLeak)
+	require.ErrorContains(t, err, `refs "block": 1 holders`)
+	require.ErrorContains(t, err, "set Refs.Track")
+	release()
+	require.NoError(t, r.Check())
+}
+
+func dropRelease(r *Refs) int {
+	line := thisLine() + 1
+	r.Acquire()
+	return line
+}
+
+func TestRefsTrackedReleaseDroppedUncalledIsReportedAndReleased(t *testing.T) {
+	r := Refs{Name: "block", Track: true}
+	line := dropRelease(&r)
+	collectUntil(t, func() bool { return r.Count() == 0 })
+	require.NoError(t, r.Wait(context.Background()), "block sync is no longer stuck")
+	err := r.Check()
+	require.ErrorIs(t, err, ErrLeak)
+	require.ErrorContains(t, err, "1 released by the garbage collector (release never called)")
+	require.ErrorContains(t, err, "1 never released (release garbage-collected), acquired at:")
+	require.ErrorContains(t, err, fmt.Sprintf("refs_test.go:%d", line))
+}
+
+func TestRefsConcurrentHoldersAndWaiters(t *testing.T) {
+	for _, track := range []bool{false, true} {
+		t.Run(fmt.Sprintf("track=%v", track), func(t *testing.T) {
+			r := Refs{Track: track}
+			gate := r.Acquire() // keeps waiters waiting until the end
+			var holders, waiters sync.WaitGroup
+			for range 8 {
+				holders.Go(func() {
+					for range 500 {
+						release := r.Acquire()
+						release()
+						release()
+					}
+				})
+			}
+			errs := make(chan error, 4)
+			for range 4 {
+				waiters.Go(func() { errs <- r.Wait(context.Background()) })
+			}
+			holders.Wait()
+			require.Equal(t, int64(1), r.Count())
+			gate()
+			waiters.Wait()
+			close(errs)
+			for err := range errs {
+				require.NoError(t, err)
+			}
+			require.Zero(t, r.Count())
+			require.NoError(t, r.Check())
+		})
+	}
+}
