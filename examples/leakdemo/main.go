@@ -113,7 +113,7 @@ type scenario struct {
 
 // allScenarios is the default set, in the order they run.
 func allScenarios() []scenario {
-	return []scenario{slogxScenario}
+	return []scenario{poolScenario, slogxScenario}
 }
 
 // env is what a scenario gets from the harness.

@@ -390,5 +390,6 @@ func newPlot(pn panel) (*plot.Plot, error) {
 		p.Add(l)
 		p.Legend.Add(m.Label, l)
 	}
+	p.Y.Max *= 1.15 // headroom: a line at the cap stays visible under the frame
 	return p, nil
 }
