@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -219,11 +220,14 @@ func runOne(ctx context.Context, cfg config, s scenario) *result {
 	if err != nil {
 		res.Errors = append(res.Errors, err.Error())
 	}
-	if left := settleGoroutines(before, 5*time.Second) - before; left > 0 {
+	if left := settleGoroutines(before, goroutineSettle) - before; left > 0 {
 		res.Errors = append(res.Errors, fmt.Sprintf("the scenario left %d goroutine(s) running", left))
 	}
 	return res
 }
+
+// goroutineSettle is how long a scenario's goroutines may take to exit after it returned.
+var goroutineSettle = 5 * time.Second
 
 // settleGoroutines waits, up to limit, for the number of goroutines to fall to want (goroutines
 // that were told to exit take a moment to do so) and returns the last count.
@@ -238,12 +242,53 @@ func settleGoroutines(want int, limit time.Duration) int {
 	}
 }
 
-// liveHeap is the heap in use after a full collection: what the process retains.
-func liveHeap() int64 {
-	// Two cycles: the first moves sync.Pool contents to the victim cache, the second frees them.
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return int64(ms.HeapAlloc)
+// sampleEvery calls f now and every d on its own goroutine until stop is called. stop calls f
+// a last time and returns once the goroutine has exited; calling it again does nothing.
+func sampleEvery(d time.Duration, f func()) (stop func()) {
+	f()
+	done, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		tick := time.NewTicker(d)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				f()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(done)
+			<-exited
+			f()
+		})
+	}
 }
+
+// liveHeap is the heap in use after full collections: what the process retains. It collects
+// until the heap stops shrinking, because objects with finalizers or cleanups (tracked pool
+// leases, gRPC and TSDB internals) are freed only by a cycle after their finalizer has run,
+// and the first cycle only moves sync.Pool contents to the victim cache.
+func liveHeap() int64 {
+	var ms runtime.MemStats
+	prev := int64(-1)
+	for i := 0; i < 10; i++ {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		h := int64(ms.HeapAlloc)
+		if i > 0 && h > prev-liveHeapTolerance {
+			return min(h, prev)
+		}
+		prev = h
+		time.Sleep(time.Millisecond) // let the finalizer goroutine run
+	}
+	return prev
+}
+
+// liveHeapTolerance is how much a further collection must free for liveHeap to try another.
+const liveHeapTolerance = 4 << 10

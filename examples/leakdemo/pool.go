@@ -198,25 +198,9 @@ func (g *storeGateway) serve(ctx context.Context, load gatewayLoad) (refused int
 			}
 		})
 	}
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(max(load.over/50, 10*time.Millisecond))
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				load.sample(time.Since(start))
-			}
-		}
-	}()
+	stopSampling := sampleEvery(max(load.over/50, 10*time.Millisecond), func() { load.sample(time.Since(start)) })
 	wg.Wait()
-	close(stop)
-	<-sampled
-	load.sample(time.Since(start))
+	stopSampling()
 	for range gatewayWorkers {
 		err = errors.Join(err, <-errs)
 	}
@@ -344,11 +328,11 @@ func locatePoolLeak(ctx context.Context, newChunks func(track bool) (*pool.Pool[
 	if leak == nil {
 		return false, "Check found no leak in the refactored gateway", nil
 	}
-	getAt := callerIn(leak.Error(), "main.(*blockSeriesClient).preload")
-	pathAt := callerIn(leak.Error(), "main.(*storeGateway).series")
+	getAt := callerIn(leak.Error(), "(*blockSeriesClient).preload")
+	pathAt := callerIn(leak.Error(), "(*storeGateway).series")
 	refsAt := ""
 	if err := refs[0].Check(); err != nil {
-		refsAt = callerIn(err.Error(), "main.newBlockSeriesClient")
+		refsAt = callerIn(err.Error(), "newBlockSeriesClient")
 	}
 	first, _, _ := strings.Cut(leak.Error(), "\n")
 	located := getAt != "" && pathAt != ""
@@ -356,11 +340,15 @@ func locatePoolLeak(ctx context.Context, newChunks func(track bool) (*pool.Pool[
 		first, getAt, pathAt, refsAt), nil
 }
 
-// callerIn finds fn in a Go-traceback-style report and returns its file:line (base name).
+// callerIn finds the function fn of this package in a Go-traceback-style report and returns
+// its file:line (base name). The package is "main" in the program and its import path in tests.
 func callerIn(report, fn string) string {
 	lines := strings.Split(report, "\n")
 	for i, l := range lines {
-		if strings.TrimSpace(l) == fn && i+1 < len(lines) {
+		if strings.HasSuffix(strings.TrimSpace(l), "leakdemo."+fn) || strings.TrimSpace(l) == "main."+fn {
+			if i+1 == len(lines) {
+				break
+			}
 			loc := strings.TrimSpace(lines[i+1])
 			if j := strings.LastIndex(loc, "/"); j >= 0 {
 				loc = loc[j+1:]
