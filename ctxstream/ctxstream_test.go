@@ -1,0 +1,652 @@
+package ctxstream_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"weak"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/leaksafe/leaksafe/ctxstream"
+)
+
+func TestEOFEndsCleanlyAndReleasesSourceBeforeNextReturnsFalse(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			src := newFake(seq(100))
+			it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close))
+			require.Equal(t, seq(100), collect(it))
+			require.NoError(t, it.Err())
+			require.EqualValues(t, 1, src.closes.Load(), "the closer runs as soon as the stream ends, not only at Close")
+			require.False(t, it.Next(), "Next stays false")
+			require.NoError(t, it.Close())
+			require.EqualValues(t, 1, src.closes.Load())
+		})
+	}
+}
+
+func TestSourceErrorIsReportedAfterItsItems(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			boom := errors.New("store: chunk decode failed")
+			src := failingAfter(seq(10), boom)
+			it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close))
+			require.Equal(t, seq(10), collect(it))
+			require.ErrorIs(t, it.Err(), boom)
+			require.EqualValues(t, 1, src.closes.Load())
+			require.NoError(t, it.Close())
+			require.EqualValues(t, 1, src.closes.Load())
+		})
+	}
+}
+
+func TestCancelReleasesBlockedRecvAndReportsContextCause(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			cause := errors.New("query cancelled by the frontend")
+			ctx, cancel := context.WithCancelCause(context.Background())
+			src := stallingAfter(seq(5))
+			it := impl.new(ctx, src, ctxstream.WithCloser(src.Close))
+			for range 5 {
+				require.True(t, it.Next())
+			}
+			go func() {
+				<-src.stalled // Recv is blocked now (on the consumer's or the prefetch goroutine)
+				cancel(cause)
+			}()
+			require.False(t, it.Next(), "Next returns once the context ends, though Recv was blocked")
+			require.ErrorIs(t, it.Err(), cause)
+			require.NotErrorIs(t, it.Err(), errReleased, "the closer's echo is not reported")
+			require.EqualValues(t, 1, src.closes.Load())
+			require.NoError(t, it.Close())
+			require.EqualValues(t, 1, src.closes.Load())
+		})
+	}
+}
+
+func TestDeadlineEndsStalledStream(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			src := stallingAfter(seq(3))
+			it := impl.new(ctx, src, ctxstream.WithCloser(src.Close))
+			require.Equal(t, seq(3), collect(it))
+			require.ErrorIs(t, it.Err(), context.DeadlineExceeded)
+			require.NoError(t, it.Close())
+			require.EqualValues(t, 1, src.closes.Load())
+		})
+	}
+}
+
+func TestRecvTimeoutEndsStalledRecvWithErrRecvTimeout(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			src := stallingAfter(seq(3))
+			it := impl.new(ctx, src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(20*time.Millisecond))
+			require.Equal(t, seq(3), collect(it))
+			require.ErrorIs(t, it.Err(), ctxstream.ErrRecvTimeout)
+			require.Contains(t, it.Err().Error(), "20ms", "the error says how long it waited")
+			require.NoError(t, ctx.Err(), "the caller's context is not touched")
+			require.EqualValues(t, 1, src.closes.Load(), "the timeout released the stalled Recv")
+			require.NoError(t, it.Close())
+			require.EqualValues(t, 1, src.closes.Load())
+		})
+	}
+}
+
+// slowConsumer's source answers at once; only the consumer is slow.
+func TestRecvTimeoutCountsOnlyTimeInsideRecv(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			const timeout = 30 * time.Millisecond
+			src := newFake(seq(3))
+			it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(timeout))
+			defer it.Close()
+			n := 0
+			for it.Next() {
+				n++
+				time.Sleep(2 * timeout) // the consumer's own work, between Recv calls
+			}
+			require.NoError(t, it.Err())
+			require.Equal(t, 3, n)
+		})
+	}
+}
+
+func TestBreakOutOfAllReleasesSource(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			src := endless()
+			it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close))
+			n := 0
+			for range it.All() {
+				n++
+				if n == 10 {
+					break
+				}
+			}
+			require.EqualValues(t, 1, src.closes.Load())
+			require.NoError(t, it.Err(), "breaking out is not an error")
+			require.False(t, it.Next())
+		})
+	}
+}
+
+func TestPanicInsideAllReleasesSource(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			src := endless()
+			it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close))
+			func() {
+				defer func() { require.Equal(t, "consumer bug", recover()) }()
+				for v := range it.All() {
+					if v == 3 {
+						panic("consumer bug")
+					}
+				}
+			}()
+			require.EqualValues(t, 1, src.closes.Load())
+		})
+	}
+}
+
+func TestCloseWithoutReadingReleasesSource(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			src := stallingAfter(seq(1000))
+			it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close))
+			require.NoError(t, it.Close())
+			require.EqualValues(t, 1, src.closes.Load())
+			require.Zero(t, src.inRecv.Load(), "no Recv is running once Close returned")
+			recvs := src.recvs.Load()
+			require.False(t, it.Next())
+			require.NoError(t, it.Err())
+			require.Equal(t, recvs, src.recvs.Load(), "no Recv after Close")
+			if impl.name == "lazy" {
+				require.Zero(t, recvs, "Lazy never called Recv")
+			}
+		})
+	}
+}
+
+func TestCloseTwiceRunsCloserOnceAndReturnsItsError(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			closeErr := errors.New("CloseSend: transport is closing")
+			var calls atomic.Int32
+			it := impl.new(context.Background(), newFake(seq(3)), ctxstream.WithCloser(func() error {
+				calls.Add(1)
+				return closeErr
+			}))
+			require.True(t, it.Next())
+			require.ErrorIs(t, it.Close(), closeErr)
+			require.ErrorIs(t, it.Close(), closeErr)
+			require.EqualValues(t, 1, calls.Load())
+		})
+	}
+}
+
+func TestCloseFromAnotherGoroutineUnblocksNext(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			src := stallingAfter(seq(2))
+			it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close))
+			closed := make(chan error, 1)
+			go func() {
+				<-src.stalled
+				closed <- it.Close()
+			}()
+			got := collect(it)
+			// Lazy has returned both items before Recv stalls; Eager stops at once on Close,
+			// even with items already prefetched.
+			require.True(t, slices.Equal(seq(len(got)), got), "a prefix of the stream: %v", got)
+			if impl.name == "lazy" {
+				require.Len(t, got, 2)
+			}
+			require.NoError(t, <-closed)
+			require.NoError(t, it.Err(), "the consumer asked to stop: not an error")
+			require.EqualValues(t, 1, src.closes.Load())
+		})
+	}
+}
+
+func TestContextDoneBeforeStartNeverCallsRecv(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			src := endless()
+			it := impl.new(ctx, src, ctxstream.WithCloser(src.Close))
+			require.EqualValues(t, 1, src.closes.Load(), "released at construction")
+			require.False(t, it.Next())
+			require.ErrorIs(t, it.Err(), context.Canceled)
+			require.Zero(t, src.recvs.Load())
+			require.NoError(t, it.Close())
+		})
+	}
+}
+
+func TestNextStopsWithin64ItemsAfterCancelOnNeverBlockingSource(t *testing.T) {
+	merged := func(ctx context.Context, src ctxstream.Source[int], opts ...ctxstream.Option) *ctxstream.Iter[int] {
+		other := endless()
+		return ctxstream.Merge(func(a, b int) bool { return a < b },
+			ctxstream.Lazy(ctx, src, opts...), ctxstream.Eager(ctx, other, ctxstream.WithCloser(other.Close)))
+	}
+	all := append(impls[:len(impls):len(impls)], struct {
+		name string
+		new  newIter
+	}{"merge", merged})
+	for _, impl := range all {
+		t.Run(impl.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			for start := range 130 { // cancel at every phase of the 64-item check
+				ctx, cancel := context.WithCancel(context.Background())
+				src := endless()
+				it := impl.new(ctx, src, ctxstream.WithCloser(src.Close))
+				for range start {
+					require.True(t, it.Next())
+				}
+				cancel()
+				after := 0
+				for it.Next() {
+					after++
+				}
+				require.LessOrEqual(t, after, 64, "items returned after cancel() returned")
+				require.ErrorIs(t, it.Err(), context.Canceled)
+				require.NoError(t, it.Close())
+				require.EqualValues(t, 1, src.closes.Load())
+			}
+		})
+	}
+}
+
+func TestLazyStartsNoGoroutine(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const streams = 1000
+	before := runtime.NumGoroutine()
+	its := make([]*ctxstream.Iter[int], streams)
+	for i := range its {
+		src := newFake(seq(3))
+		its[i] = ctxstream.Lazy(ctx, src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(time.Hour))
+		require.True(t, its[i].Next()) // arms and stops the Recv timer
+	}
+	grown := runtime.NumGoroutine() - before
+	require.Less(t, grown, 10, "%d streams grew the goroutine count by %d", streams, grown)
+	for _, it := range its {
+		require.NoError(t, it.Close())
+	}
+}
+
+func TestLazyAllocatesNothingPerItem(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, opts := range [][]ctxstream.Option{nil, {ctxstream.WithRecvTimeout(time.Hour)}} {
+		src := endless()
+		it := ctxstream.Lazy(ctx, src, append(opts, ctxstream.WithCloser(src.Close))...)
+		allocs := testing.AllocsPerRun(10000, func() {
+			if !it.Next() {
+				t.Fatal("endless source ended")
+			}
+		})
+		require.Zero(t, allocs)
+		require.NoError(t, it.Close())
+	}
+}
+
+// boundedSource checks, at each Recv, that the prefetch never runs further ahead of the
+// consumer than the buffer allows.
+type boundedSource struct {
+	started  *atomic.Int64 // Next calls the consumer has started
+	received atomic.Int64
+	maxAhead atomic.Int64
+	reached  chan int64 // every Recv reports its number
+}
+
+func (s *boundedSource) Recv() (int, error) {
+	r := s.received.Add(1)
+	ahead := r - s.started.Load()
+	for {
+		m := s.maxAhead.Load()
+		if ahead <= m || s.maxAhead.CompareAndSwap(m, ahead) {
+			break
+		}
+	}
+	s.reached <- r
+	return int(r), nil
+}
+
+func TestEagerNeverHoldsMoreThanBuffer(t *testing.T) {
+	for _, buffer := range []int{1, 3, 64} {
+		t.Run("buffer="+itoa(buffer), func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			var started atomic.Int64
+			src := &boundedSource{started: &started, reached: make(chan int64, 1<<12)}
+			it := ctxstream.Eager(context.Background(), src, ctxstream.WithBuffer(buffer))
+			refill := int64(buffer) - max(1, int64(buffer)/4) + 1 // the prefetch resumes once a quarter is free
+			var seen int64
+			for round := range 20 {
+				// Pause like a slow consumer until the prefetch has refilled the buffer.
+				want := started.Load() + refill
+				if round == 0 {
+					want = int64(buffer)
+				}
+				for seen < want {
+					seen = <-src.reached
+				}
+				started.Add(1)
+				require.True(t, it.Next())
+				require.EqualValues(t, round+1, it.At())
+			}
+			require.NoError(t, it.Close())
+			require.LessOrEqual(t, src.maxAhead.Load(), int64(buffer), "received and not yet returned")
+			require.Equal(t, int64(buffer), src.maxAhead.Load(), "the prefetch does fill the buffer")
+		})
+	}
+}
+
+func TestInvalidArgumentsEndAtOnceWithErrInvalid(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	var nilCtx context.Context
+	for _, impl := range impls {
+		var calls atomic.Int32
+		closer := ctxstream.WithCloser(func() error { calls.Add(1); return nil })
+		it := impl.new(nilCtx, newFake(seq(1)), closer)
+		require.False(t, it.Next())
+		require.ErrorIs(t, it.Err(), ctxstream.ErrInvalid)
+		require.NoError(t, it.Close())
+		it = impl.new(context.Background(), nil, closer)
+		require.False(t, it.Next())
+		require.ErrorIs(t, it.Err(), ctxstream.ErrInvalid)
+		require.NoError(t, it.Close())
+		require.EqualValues(t, 2, calls.Load(), "%s: what it was given is released", impl.name)
+	}
+}
+
+func TestMetricsCountStreamsByHowTheyEnded(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	reg := prometheus.NewPedanticRegistry()
+	m := ctxstream.NewMetrics(reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	eof := ctxstream.Lazy(ctx, newFake(seq(2)), ctxstream.WithMetrics(m))
+	collect(eof)
+	failed := ctxstream.Eager(ctx, failingAfter(nil, errors.New("boom")), ctxstream.WithMetrics(m))
+	collect(failed)
+	stalled := stallingAfter(nil)
+	timedOut := ctxstream.Lazy(ctx, stalled, ctxstream.WithMetrics(m), ctxstream.WithCloser(stalled.Close),
+		ctxstream.WithRecvTimeout(time.Millisecond))
+	collect(timedOut)
+	closed := ctxstream.Eager(ctx, endless(), ctxstream.WithMetrics(m))
+	open := ctxstream.Lazy(ctx, endless(), ctxstream.WithMetrics(m))
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP ctxstream_streams_open Streams (Lazy, Eager) started and not yet ended.
+# TYPE ctxstream_streams_open gauge
+ctxstream_streams_open 2
+`), "ctxstream_streams_open"), "the two streams not yet ended")
+	require.NoError(t, closed.Close())
+	cancel()
+	collect(open)
+
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP ctxstream_streams_ended_total Streams ended, by the first reason: eof, error (from the source), canceled (context), timeout (WithRecvTimeout), closed (Close before the end).
+# TYPE ctxstream_streams_ended_total counter
+ctxstream_streams_ended_total{reason="canceled"} 1
+ctxstream_streams_ended_total{reason="closed"} 1
+ctxstream_streams_ended_total{reason="eof"} 1
+ctxstream_streams_ended_total{reason="error"} 1
+ctxstream_streams_ended_total{reason="timeout"} 1
+# HELP ctxstream_streams_open Streams (Lazy, Eager) started and not yet ended.
+# TYPE ctxstream_streams_open gauge
+ctxstream_streams_open 0
+`)))
+	for _, it := range []*ctxstream.Iter[int]{eof, failed, timedOut, closed, open} {
+		it.Close()
+	}
+}
+
+// Test1000ConcurrentStreamsWithRandomCancelPoints: whatever the moment of cancellation, every
+// stream ends with the cause (or cleanly if it had ended first), within 64 items, releases
+// its source exactly once, and leaves no goroutine. Streams whose Recv stalls are cancelled
+// from another goroutine; the others by the consumer itself at a random item.
+func Test1000ConcurrentStreamsWithRandomCancelPoints(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	const streams = 1000
+	cause := errors.New("frontend gave up")
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	for i := range streams {
+		rng := rand.New(rand.NewPCG(uint64(i), 42))
+		impl := impls[rng.IntN(len(impls))]
+		items := rng.IntN(100)
+		var src *fakeSource
+		switch rng.IntN(3) {
+		case 0:
+			src = endless()
+			items = 200
+		case 1:
+			src = stallingAfter(seq(items))
+		default:
+			src = newFake(seq(items)) // may end before the cancel comes
+		}
+		cancelAt := rng.IntN(items + 1)
+		opts := []ctxstream.Option{ctxstream.WithCloser(src.Close)}
+		if rng.IntN(2) == 0 {
+			opts = append(opts, ctxstream.WithRecvTimeout(time.Hour))
+		}
+		ctx, cancel := context.WithCancelCause(context.Background())
+		reached := make(chan struct{})
+		var cancelled atomic.Bool
+		cancelNow := func() {
+			cancel(cause)
+			cancelled.Store(true)
+		}
+		if src.stall {
+			wg.Add(1)
+			go func() { // the canceller: elsewhere in the querier
+				defer wg.Done()
+				<-reached
+				cancelNow()
+			}()
+		}
+		wg.Add(1)
+		go func() { // the consumer
+			defer wg.Done()
+			defer cancel(nil)
+			it := impl.new(ctx, src, opts...)
+			n, afterCancel := 0, 0
+			signal := func() {
+				if src.stall {
+					close(reached)
+				} else {
+					cancelNow()
+				}
+			}
+			if cancelAt == 0 {
+				signal()
+			}
+			for it.Next() {
+				n++
+				if cancelled.Load() {
+					afterCancel++
+				}
+				if n == cancelAt {
+					signal()
+				}
+			}
+			closeErr := it.Close()
+			switch {
+			case closeErr != nil:
+				errs <- closeErr
+			case src.closes.Load() != 1:
+				errs <- errors.New(impl.name + ": closer ran " + itoa(int(src.closes.Load())) + " times")
+			case afterCancel > 64:
+				errs <- errors.New(impl.name + ": " + itoa(afterCancel) + " items after cancel")
+			case it.Err() != nil && !errors.Is(it.Err(), cause):
+				errs <- errors.New(impl.name + ": unexpected error: " + it.Err().Error())
+			case it.Err() == nil && !(n == len(src.items) && !src.stall && !src.endless):
+				errs <- errors.New(impl.name + ": nil error but the stream did not reach EOF")
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// blockedSource blocks in Recv until unblock is closed, whatever happens to the iterator: a
+// source without a closer.
+type blockedSource struct {
+	entered  chan struct{}
+	unblock  chan struct{}
+	returned atomic.Bool
+}
+
+func (s *blockedSource) Recv() (int, error) {
+	close(s.entered)
+	<-s.unblock
+	s.returned.Store(true)
+	return 0, errReleased
+}
+
+func TestEagerNextReturnsOnCancelEvenWhenRecvIgnoresIt(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	src := &blockedSource{entered: make(chan struct{}), unblock: make(chan struct{})}
+	it := ctxstream.Eager(ctx, src) // no closer: nothing can interrupt this Recv
+	go func() {
+		<-src.entered
+		cancel()
+	}()
+	require.False(t, it.Next(), "Next waits only on what the context can end")
+	require.ErrorIs(t, it.Err(), context.Canceled)
+	require.False(t, src.returned.Load(), "Recv is still stuck")
+
+	// Close must wait for the prefetch goroutine, which is inside Recv: it returns only once
+	// Recv has returned.
+	closed := make(chan bool)
+	go func() {
+		it.Close()
+		closed <- src.returned.Load()
+	}()
+	close(src.unblock)
+	require.True(t, <-closed, "Close returned only after the stuck Recv returned")
+}
+
+func TestLazyCloseReturnsAtOnceWhenRecvIgnoresIt(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	src := &blockedSource{entered: make(chan struct{}), unblock: make(chan struct{})}
+	it := ctxstream.Lazy(context.Background(), src)
+	nextDone := make(chan bool)
+	go func() { nextDone <- it.Next() }()
+	<-src.entered
+	require.NoError(t, it.Close(), "Lazy has no goroutine to wait for")
+	require.False(t, src.returned.Load(), "the consumer is still in Recv")
+	close(src.unblock)
+	require.False(t, <-nextDone)
+	require.NoError(t, it.Err(), "closed by the caller")
+}
+
+func TestCloseRacingNextOnNeverBlockingSource(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	less := func(a, b int) bool { return a < b }
+	for round := range 50 {
+		srcs := []*fakeSource{endless(), endless()}
+		var it *ctxstream.Iter[int]
+		switch round % 3 {
+		case 0:
+			it = ctxstream.Lazy(context.Background(), srcs[0], ctxstream.WithCloser(srcs[0].Close))
+			srcs = srcs[:1]
+		case 1:
+			it = ctxstream.Eager(context.Background(), srcs[0], ctxstream.WithCloser(srcs[0].Close))
+			srcs = srcs[:1]
+		default:
+			it = ctxstream.Merge(less,
+				ctxstream.Lazy(context.Background(), srcs[0], ctxstream.WithCloser(srcs[0].Close)),
+				ctxstream.Eager(context.Background(), srcs[1], ctxstream.WithCloser(srcs[1].Close)))
+		}
+		started := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			close(started)
+			for it.Next() {
+			}
+		}()
+		<-started
+		require.NoError(t, it.Close())
+		<-done
+		require.NoError(t, it.Err())
+		for _, s := range srcs {
+			require.EqualValues(t, 1, s.closes.Load())
+		}
+	}
+}
+
+func TestZeroIterIsRejectedNotPanicking(t *testing.T) {
+	var it ctxstream.Iter[int]
+	require.False(t, it.Next())
+	require.ErrorIs(t, it.Err(), ctxstream.ErrInvalid)
+	require.NoError(t, it.Close())
+}
+
+// bigSource hands out 1 MiB responses and keeps a weak pointer to each.
+type bigSource struct {
+	sent []weak.Pointer[[1 << 20]byte]
+}
+
+func (s *bigSource) Recv() (*[1 << 20]byte, error) {
+	b := new([1 << 20]byte)
+	s.sent = append(s.sent, weak.Make(b))
+	return b, nil
+}
+
+func TestEagerRingDoesNotKeepReturnedItemsAlive(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	src := &bigSource{}
+	it := ctxstream.Eager[*[1 << 20]byte](context.Background(), src, ctxstream.WithBuffer(4))
+	for range 3 {
+		require.True(t, it.Next())
+	}
+	require.NoError(t, it.Close()) // the goroutine has exited: src.sent is ours to read
+	require.False(t, it.Next())
+	require.True(t, it.At() == nil, "At is the zero value after the end")
+	runtime.GC()
+	for i, w := range src.sent {
+		require.True(t, w.Value() == nil, "response %d of %d is still reachable", i, len(src.sent))
+	}
+	runtime.KeepAlive(it) // the iterator itself, with its ring, holds none of them
+}

@@ -1,0 +1,152 @@
+package ctxstream_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/leaksafe/leaksafe/ctxstream"
+)
+
+// A generated gRPC client stream (here seriesClient, whose Recv returns ([]byte, error)) is a
+// Source already. Open it with its own cancellable context and hand the cancel function over:
+// cancellation, the per-Recv timeout and Close then all cancel the call, which is what
+// unblocks a Recv waiting on a silent store.
+func Example_grpcClientStream() {
+	lis, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "leaksafe.test.Store",
+		HandlerType: (*any)(nil),
+		Streams: []grpc.StreamDesc{{StreamName: "Series", ServerStreams: true, Handler: func(_ any, ss grpc.ServerStream) error {
+			var req []byte
+			_ = ss.RecvMsg(&req)
+			for _, s := range []string{`up{job="api"}`, `up{job="db"}`} {
+				_ = ss.SendMsg([]byte(s))
+			}
+			return nil
+		}}},
+	}, struct{}{})
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	cc, _ := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	defer cc.Close()
+
+	ctx := context.Background() // the query's context
+	sctx, cancel := context.WithCancel(ctx)
+	stream, err := openSeries(sctx, cc, []byte(`{__name__="up"}`)) // client.Series(sctx, req)
+	if err != nil {
+		cancel()
+		fmt.Println(err)
+		return
+	}
+	it := ctxstream.Lazy(ctx, stream, ctxstream.WithCancel(cancel), ctxstream.WithRecvTimeout(10*time.Second))
+
+	for resp := range it.All() {
+		fmt.Println(string(resp))
+	}
+	fmt.Println("err:", it.Err())
+	// Output:
+	// up{job="api"}
+	// up{job="db"}
+	// err: <nil>
+}
+
+// series stands in for a store's SeriesResponse.
+type series struct {
+	labels string
+	store  string
+}
+
+// responses is an in-memory Source, as a store client would return.
+type responses struct{ items []series }
+
+func (r *responses) Recv() (series, error) {
+	if len(r.items) == 0 {
+		return series{}, io.EOF
+	}
+	s := r.items[0]
+	r.items = r.items[1:]
+	return s, nil
+}
+
+func storeResponses(store string, labels ...string) *responses {
+	r := &responses{}
+	for _, l := range labels {
+		r.items = append(r.items, series{labels: l, store: store})
+	}
+	return r
+}
+
+// Merging the sorted responses of three stores, as a querier does. Each store has its own
+// iterator (and, with gRPC, its own closer); equal series come out in store order, and a store
+// that runs out is released while the others are still being read.
+func ExampleMerge() {
+	ctx := context.Background()
+	merged := ctxstream.Merge(
+		func(a, b series) bool { return a.labels < b.labels },
+		ctxstream.Eager(ctx, storeResponses("store-a", `up{job="api"}`, `up{job="web"}`)),
+		ctxstream.Eager(ctx, storeResponses("store-b", `up{job="db"}`)),
+		ctxstream.Eager(ctx, storeResponses("store-c", `up{job="api"}`, `up{job="cache"}`)),
+	)
+	defer merged.Close()
+	for merged.Next() {
+		s := merged.At()
+		fmt.Printf("%-15s from %s\n", s.labels, s.store)
+	}
+	fmt.Println("err:", merged.Err())
+	// Output:
+	// up{job="api"}   from store-a
+	// up{job="api"}   from store-c
+	// up{job="cache"} from store-c
+	// up{job="db"}    from store-b
+	// up{job="web"}   from store-a
+	// err: <nil>
+}
+
+// Cancellation ends the stream with the context's cause and releases the source through its
+// closer, also while Recv is blocked on a store that went silent.
+func ExampleLazy() {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	store := stallingAfter([]int{1, 2}) // answers twice, then blocks in Recv until released
+	it := ctxstream.Lazy(ctx, store, ctxstream.WithCloser(func() error {
+		fmt.Println("source released")
+		return store.Close()
+	}))
+	defer it.Close()
+	for it.Next() {
+		fmt.Println(it.At())
+		if it.At() == 2 {
+			cancel(fmt.Errorf("frontend: client went away"))
+		}
+	}
+	fmt.Println("err:", it.Err())
+	// Output:
+	// 1
+	// 2
+	// source released
+	// err: frontend: client went away
+}
+
+// A store that answers then goes silent: the per-Recv timeout (Thanos' store.response-timeout)
+// ends the stream, and its closer releases the stalled Recv.
+func ExampleWithRecvTimeout() {
+	stalled := stallingAfter([]int{1, 2})
+	it := ctxstream.Eager(context.Background(), stalled,
+		ctxstream.WithCloser(stalled.Close), ctxstream.WithRecvTimeout(50*time.Millisecond))
+	defer it.Close()
+	for v := range it.All() {
+		fmt.Println(v)
+	}
+	fmt.Println("err:", it.Err())
+	// Output:
+	// 1
+	// 2
+	// err: ctxstream: Recv timed out: no item within 50ms
+}
