@@ -44,7 +44,7 @@ func main() {
 // config is the parsed command line.
 type config struct {
 	scenarios []string      // empty: all, in the order of allScenarios
-	duration  time.Duration // load phase of each variant, and the bound on the naive variants' hangs
+	duration  time.Duration // the pool and ctxstream load phases, and the naive querier's hang
 	scale     float64       // multiplies sizes: requests, streams, queries, series, exemplars
 	json      bool
 	plotDir   string
@@ -74,7 +74,7 @@ func parseFlags(args []string, out io.Writer, known []scenario) (config, error) 
 		}
 		return fmt.Errorf("unknown scenario %q (have %s)", v, strings.Join(names, ", "))
 	})
-	fs.DurationVar(&c.duration, "duration", c.duration, "load phase of each variant; also bounds how long a naive variant may hang")
+	fs.DurationVar(&c.duration, "duration", c.duration, "how long each variant's pool and ctxstream load runs; also the frontend timeout the naive querier hangs until (at least 1s)")
 	fs.Float64Var(&c.scale, "scale", c.scale, "multiply every size (requests, streams, queries, series, exemplars) by this")
 	fs.BoolVar(&c.json, "json", false, "print the results as JSON on stdout (progress goes to stderr)")
 	fs.StringVar(&c.plotDir, "plot", "", "write one PNG per scenario (metric over time, both variants) into this directory")
@@ -114,7 +114,7 @@ type scenario struct {
 
 // allScenarios is the default set, in the order they run.
 func allScenarios() []scenario {
-	return []scenario{poolScenario, slogxScenario}
+	return []scenario{poolScenario, ctxstreamScenario, slogxScenario}
 }
 
 // env is what a scenario gets from the harness.

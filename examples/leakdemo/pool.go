@@ -163,7 +163,7 @@ type gatewayLoad struct {
 func (g *storeGateway) serve(ctx context.Context, load gatewayLoad) (refused int64, err error) {
 	var next atomic.Int64
 	var refusedN atomic.Int64
-	var errs = make(chan error, gatewayWorkers)
+	errs := make(chan error, gatewayWorkers)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range gatewayWorkers {
