@@ -1,0 +1,361 @@
+package tsdbx
+
+import (
+	"context"
+	"errors"
+	"math"
+	"runtime"
+	"testing"
+	"weak"
+
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/stretchr/testify/require"
+)
+
+// incidentWorkload is a tenant that ingested in order and, for a third of its
+// series, out of order too: the shape of the Cortex incident.
+var incidentWorkload = workload{series: 60, samplesPerSeries: 40, oooSeries: 20, oooPerSeries: 10, start: 10 * hour}
+
+func TestCompactHeadEmptiesInOrderAndOutOfOrderHeadAndLosesNothing(t *testing.T) {
+	for _, mode := range isolationModes {
+		t.Run(mode.name, func(t *testing.T) {
+			db := openTestDB(t, dbConfig{isolationDisabled: mode.disabled, oooWindow: oooWindow})
+			want := incidentWorkload.load(t, db)
+			require.EqualValues(t, incidentWorkload.series, db.Head().NumSeries())
+
+			require.NoError(t, CompactHead(context.Background(), db.DB))
+
+			require.Zero(t, db.Head().NumSeries(), "head still holds series")
+			requireExactly(t, db.DB, want, "after CompactHead")
+			db.reopen()
+			requireExactly(t, db.DB, want, "after restart")
+			// Prometheus does not persist how far out-of-order chunks were
+			// truncated, so a restart reloads them from chunks_head: served once
+			// (deduplicated with the blocks) and emptied by the next compaction.
+			require.NoError(t, CompactHead(context.Background(), db.DB))
+			require.Zero(t, db.Head().NumSeries())
+			requireExactly(t, db.DB, want, "after restart and compaction")
+		})
+	}
+}
+
+// The incident itself: the same data compacted the way Cortex' idle
+// compaction did (db.CompactHead over the whole head, no CompactOOOHead)
+// leaves every series with out-of-order samples in memory; CompactHead does not.
+func TestIncidentDBCompactHeadAloneLeavesOutOfOrderSeriesInHead(t *testing.T) {
+	naive := openTestDB(t, dbConfig{oooWindow: oooWindow})
+	naiveWant := incidentWorkload.load(t, naive)
+	head := naive.Head()
+	require.NoError(t, naive.CompactHead(tsdb.NewRangeHead(head, head.MinTime(), head.MaxTime())))
+	require.EqualValues(t, incidentWorkload.oooSeries, head.NumSeries(),
+		"db.CompactHead alone should leave exactly the series with out-of-order samples in the head")
+	requireExactly(t, naive.DB, naiveWant)
+
+	fixed := openTestDB(t, dbConfig{oooWindow: oooWindow})
+	fixedWant := incidentWorkload.load(t, fixed)
+	require.NoError(t, CompactHead(context.Background(), fixed.DB))
+	require.Zero(t, fixed.Head().NumSeries())
+	requireExactly(t, fixed.DB, fixedWant)
+}
+
+func TestCompactHeadRejectsNilDB(t *testing.T) {
+	require.ErrorIs(t, CompactHead(context.Background(), nil), ErrNilDB)
+}
+
+// countDBCompactHead counts the db.CompactHead calls made during the test.
+func countDBCompactHead(t *testing.T) *int {
+	calls := new(int)
+	orig := dbCompactHead
+	dbCompactHead = func(db *tsdb.DB, rh *tsdb.RangeHead) error {
+		*calls++
+		return orig(db, rh)
+	}
+	t.Cleanup(func() { dbCompactHead = orig })
+	return calls
+}
+
+// db.CompactHead on a head without samples still truncates it at MaxTime+1:
+// MinTime creeps forward 1 ms per call and appends in that millisecond start
+// failing. CompactHead must leave such a head alone.
+func TestCompactHeadLeavesHeadWithoutSamplesUntouched(t *testing.T) {
+	t.Run("prometheus behaviour this guards against", func(t *testing.T) {
+		db := openTestDB(t, dbConfig{})
+		appendCommitted(t, db, newDataset(), sample{0, 1000})
+		head := db.Head()
+		require.NoError(t, db.CompactHead(tsdb.NewRangeHead(head, head.MinTime(), head.MaxTime())))
+		emptied := head.MinTime()
+		require.NoError(t, db.CompactHead(tsdb.NewRangeHead(head, head.MinTime(), head.MaxTime())))
+		require.Equal(t, emptied+1, head.MinTime(), "db.CompactHead on an empty head no longer moves MinTime; the guard may be unnecessary")
+	})
+
+	for _, tc := range []struct {
+		name    string
+		prepare func(t *testing.T, db *testDB)
+	}{
+		{"never appended", func(*testing.T, *testDB) {}},
+		{"already compacted", func(t *testing.T, db *testDB) {
+			appendCommitted(t, db, newDataset(), sample{0, 1000}, sample{1, 1000})
+			require.NoError(t, CompactHead(context.Background(), db.DB))
+		}},
+		{"only out-of-order samples left", func(t *testing.T, db *testDB) {
+			appendCommitted(t, db, newDataset(), sample{0, 10 * minute})
+			require.NoError(t, CompactHead(context.Background(), db.DB))
+			appendCommitted(t, db, newDataset(), sample{0, 5 * minute})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+			tc.prepare(t, db)
+			calls := countDBCompactHead(t)
+			minT, maxT := db.Head().MinTime(), db.Head().MaxTime()
+
+			for range 3 {
+				require.NoError(t, CompactHead(context.Background(), db.DB))
+			}
+
+			require.Zero(t, *calls, "db.CompactHead called on an in-order head without samples")
+			require.Equal(t, minT, db.Head().MinTime(), "head MinTime moved")
+			require.Equal(t, maxT, db.Head().MaxTime(), "head MaxTime moved")
+			require.Zero(t, db.Head().NumSeries())
+		})
+	}
+}
+
+func TestCompactHeadWritesBlockAlignedRangesNoLongerThanTheBlockRange(t *testing.T) {
+	const blockRange = hour
+	db := openTestDB(t, dbConfig{blockRange: blockRange, oooWindow: oooWindow})
+	// 2.5 block ranges of in-order data, starting mid-range, plus out-of-order samples.
+	w := workload{series: 6, samplesPerSeries: int(5 * blockRange / 2 / (4 * scrape)), oooSeries: 2, oooPerSeries: 30, start: 7*blockRange + blockRange/3}
+	want := newDataset()
+	for _, s := range w.inOrder() {
+		s.t = w.start + (s.t-w.start)*4 // one sample per minute
+		appendCommitted(t, db, want, s)
+	}
+	appendCommitted(t, db, want, w.outOfOrder()...)
+	calls := countDBCompactHead(t)
+
+	require.NoError(t, CompactHead(context.Background(), db.DB))
+
+	require.Equal(t, 3, *calls, "one db.CompactHead per block range the head spans")
+	require.Zero(t, db.Head().NumSeries())
+	requireExactly(t, db.DB, want)
+	blocks := db.Blocks()
+	require.NotEmpty(t, blocks)
+	for _, b := range blocks {
+		m := b.Meta()
+		require.LessOrEqual(t, m.MaxTime-m.MinTime, blockRange, "block [%d, %d) longer than the block range", m.MinTime, m.MaxTime)
+		require.Equal(t, floorDiv(m.MinTime, blockRange), floorDiv(m.MaxTime-1, blockRange), "block [%d, %d) crosses a block-range boundary", m.MinTime, m.MaxTime)
+	}
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
+}
+
+// A sample far in the future makes the head span thousands of block ranges;
+// the ranges between are empty and must be skipped, not compacted one by one.
+func TestCompactHeadSkipsEmptyRangesUpToAFarFutureSample(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		samples []sample
+	}{
+		{"in-order only", []sample{{0, 1000}, {1, 1000}, {0, 10 * 365 * 24 * hour}}},
+		// A series holding only out-of-order data pins the head's MinTime,
+		// so the head's own MinTime cannot be used to skip the gap.
+		{"with out-of-order data", []sample{{0, 5 * hour}, {1, 5 * hour}, {1, 4 * hour}, {0, 400 * 24 * hour}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openTestDB(t, dbConfig{oooWindow: 1000 * 24 * hour})
+			want := newDataset()
+			for _, s := range tc.samples {
+				appendCommitted(t, db, want, s)
+			}
+			calls := countDBCompactHead(t)
+
+			require.NoError(t, CompactHead(context.Background(), db.DB))
+
+			require.LessOrEqual(t, *calls, 2, "one db.CompactHead per block range holding samples")
+			require.Zero(t, db.Head().NumSeries())
+			requireExactly(t, db.DB, want)
+		})
+	}
+}
+
+func TestBlockLastMillisecondIsAlignedAndNeverOverflows(t *testing.T) {
+	const w = 2 * hour
+	for _, tc := range []struct{ t, want int64 }{
+		{0, w - 1},
+		{w - 1, w - 1},
+		{w, 2*w - 1},
+		{-1, -1},
+		{-w, -1},
+		{-w - 1, -w - 1},
+		{math.MaxInt64, math.MaxInt64},
+		{math.MaxInt64 - w, math.MaxInt64/w*w - 1},
+		{math.MinInt64, math.MinInt64/w*w - 1},
+	} {
+		got := blockLastMillisecond(tc.t, w)
+		require.Equal(t, tc.want, got, "t=%d", tc.t)
+		require.GreaterOrEqual(t, got, tc.t)
+	}
+}
+
+// Series created by an appender that was rolled back hold no sample; Prometheus
+// would drop them at the next head truncation, which never comes for an idle
+// tenant.
+func TestCompactHeadEvictsSeriesLeftByRolledBackAppenders(t *testing.T) {
+	db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+	want := newDataset()
+	appendCommitted(t, db, want, sample{0, 1000})
+	require.NoError(t, CompactHead(context.Background(), db.DB))
+	minT := db.Head().MinTime()
+
+	app := db.Appender(context.Background())
+	for i := 1; i <= 5; i++ {
+		require.NoError(t, appendSample(app, i, minT+1000))
+	}
+	require.NoError(t, app.Rollback())
+	require.EqualValues(t, 5, db.Head().NumSeries())
+
+	require.NoError(t, CompactHead(context.Background(), db.DB))
+
+	require.Zero(t, db.Head().NumSeries())
+	require.Equal(t, minT, db.Head().MinTime())
+	requireExactly(t, db.DB, want)
+}
+
+func TestCompactHeadChecksContextBetweenPhases(t *testing.T) {
+	t.Run("canceled before the call", func(t *testing.T) {
+		db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+		want := incidentWorkload.load(t, db)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+
+		require.ErrorIs(t, CompactHead(ctx, db.DB), context.Canceled)
+
+		require.EqualValues(t, incidentWorkload.series, db.Head().NumSeries(), "compacted despite a canceled context")
+		require.Empty(t, db.Blocks())
+		requireExactly(t, db.DB, want)
+	})
+
+	t.Run("canceled between the in-order and out-of-order phases", func(t *testing.T) {
+		db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+		want := incidentWorkload.load(t, db)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+
+		err := fullCompaction{db: db.DB, enter: func(p phase) {
+			if p == phaseOOO {
+				cancel()
+			}
+		}}.run(ctx)
+
+		require.ErrorIs(t, err, context.Canceled)
+		require.EqualValues(t, incidentWorkload.oooSeries, db.Head().NumSeries(),
+			"the in-order phase should have run and the out-of-order phase not")
+		requireExactly(t, db.DB, want)
+
+		require.NoError(t, CompactHead(context.Background(), db.DB), "the next attempt")
+		require.Zero(t, db.Head().NumSeries())
+		requireExactly(t, db.DB, want)
+	})
+
+	t.Run("canceled between block ranges", func(t *testing.T) {
+		db := openTestDB(t, dbConfig{blockRange: hour, oooWindow: oooWindow})
+		want := newDataset()
+		for ts := int64(0); ts < 3*hour; ts += 10 * minute {
+			appendCommitted(t, db, want, sample{0, ts}, sample{1, ts})
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		calls := 0
+		orig := dbCompactHead
+		dbCompactHead = func(db *tsdb.DB, rh *tsdb.RangeHead) error {
+			calls++
+			defer cancel()
+			return orig(db, rh)
+		}
+		t.Cleanup(func() { dbCompactHead = orig })
+
+		require.ErrorIs(t, CompactHead(ctx, db.DB), context.Canceled)
+
+		require.Equal(t, 1, calls, "a block range was compacted after cancellation")
+		require.Len(t, db.Blocks(), 1)
+		require.EqualValues(t, 2, db.Head().NumSeries())
+		requireExactly(t, db.DB, want)
+
+		require.NoError(t, CompactHead(context.Background(), db.DB), "the next attempt")
+		require.Equal(t, 3, calls)
+		require.Zero(t, db.Head().NumSeries())
+		requireExactly(t, db.DB, want)
+	})
+}
+
+// When one phase fails the next still runs, and every error is returned.
+func TestCompactHeadRunsEveryPhaseAndJoinsTheirErrors(t *testing.T) {
+	errInOrder, errOOO := errors.New("in-order: disk on fire"), errors.New("ooo: disk on fire")
+	for _, tc := range []struct {
+		name           string
+		failOOO        bool
+		wantOOOBlocks  bool
+		wantSeriesLeft int
+	}{
+		{"in-order phase fails", false, true, incidentWorkload.series},
+		{"both phases fail", true, false, incidentWorkload.series},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+			want := incidentWorkload.load(t, db)
+			origHead, origOOO := dbCompactHead, dbCompactOOOHead
+			t.Cleanup(func() { dbCompactHead, dbCompactOOOHead = origHead, origOOO })
+			dbCompactHead = func(*tsdb.DB, *tsdb.RangeHead) error { return errInOrder }
+			if tc.failOOO {
+				dbCompactOOOHead = func(*tsdb.DB, context.Context) error { return errOOO }
+			}
+
+			err := CompactHead(context.Background(), db.DB)
+
+			require.ErrorIs(t, err, errInOrder)
+			if tc.failOOO {
+				require.ErrorIs(t, err, errOOO)
+			} else {
+				require.NoError(t, errors.Unwrap(errors.Unwrap(err)))
+			}
+			require.EqualValues(t, tc.wantSeriesLeft, db.Head().NumSeries(), "in-order data must stay in the head")
+			require.Equal(t, tc.wantOOOBlocks, len(db.Blocks()) > 0, "did the out-of-order phase run")
+			requireExactly(t, db.DB, want)
+
+			dbCompactHead, dbCompactOOOHead = origHead, origOOO
+			require.NoError(t, CompactHead(context.Background(), db.DB), "the next attempt")
+			require.Zero(t, db.Head().NumSeries())
+			requireExactly(t, db.DB, want)
+		})
+	}
+}
+
+// The block-range cache is keyed weakly: closing and dropping a DB (a tenant
+// that went away) must not leave its entry behind.
+func TestBlockRangeCacheForgetsDroppedDBs(t *testing.T) {
+	db := openTestDB(t, dbConfig{blockRange: hour})
+	appendCommitted(t, db, newDataset(), sample{0, 1000})
+	require.NoError(t, CompactHead(context.Background(), db.DB))
+	key := weak.Make(db.DB)
+	w, ok := blockRanges.Load(key)
+	require.True(t, ok)
+	require.Equal(t, hour, w)
+
+	require.NoError(t, db.Close())
+	db.DB = nil
+	for i := 0; ; i++ {
+		runtime.GC()
+		if _, ok := blockRanges.Load(key); !ok {
+			return
+		}
+		require.Less(t, i, 1000, "cache entry of a dropped DB was never removed")
+		runtime.Gosched() // cleanups run on their own goroutine
+	}
+}

@@ -1,0 +1,88 @@
+// Package tsdbx empties the head of an idle Prometheus TSDB: the in-order and
+// the out-of-order head, without losing a sample that was acknowledged.
+//
+// # The incident
+//
+// A Cortex ingester compacts a tenant's head once the tenant stops sending
+// samples, so that its series leave memory. The idle path called
+// db.CompactHead but never db.CompactOOOHead: a tenant that had ingested
+// out-of-order samples kept those series in its head forever, its active
+// series never dropped to zero and the memory was never released. Cortex
+// fixed it in PR #6108, Mimir in #4180; Thanos Receive's flushHead still calls
+// only CompactHead.
+//
+// # Usage
+//
+//	db, _ := tsdb.Open(dir, logger, reg, opts, nil) // one per tenant
+//	c, err := tsdbx.NewIdleCompactor(db, tsdbx.IdleOptions{
+//		IdleTimeout: time.Hour, CheckInterval: time.Minute,
+//		Registerer:  prometheus.WrapRegistererWith(prometheus.Labels{"tenant": id}, reg),
+//	})
+//	go c.Run(ctx)                              // compacts when idle; returns nil when ctx ends
+//	app := c.Appendable().Appender(ctx)        // the push path appends through the wrapper
+//	app.Append(0, lset, ts, v)
+//	err = app.Commit()                         // ErrCompactionInProgress: nothing stored, retry (503)
+//	c.CompactNow(ctx)                          // flush on shutdown, after Run returned
+//
+// CompactHead(ctx, db) is the compaction alone, for callers that stop appends
+// themselves.
+//
+// # Guarantees
+//
+//   - CompactHead writes the whole in-order head (not only the part older than
+//     1.5 block ranges that db.Compact takes) in block-aligned ranges no
+//     longer than the DB's block range, then always the out-of-order head,
+//     then evicts series left without samples by rolled-back appenders.
+//     Afterwards db.Head().NumSeries() is 0 unless something was appended
+//     meanwhile. Errors of all phases are joined.
+//   - An in-order head without samples is never passed to db.CompactHead,
+//     which would move its MinTime forward 1 ms per call.
+//   - Every sample whose Append and Commit through Appendable returned nil is
+//     served by db.Querier after the compaction and after a restart (WAL
+//     replay), floats and native histograms, in-order and out-of-order, with
+//     tsdb.Options.IsolationDisabled true or false.
+//   - A failed compaction leaves the DB usable and its data in the head; the
+//     next attempt retries. Run logs and counts failures and returns nil when
+//     its context ends, leaving no goroutine behind.
+//
+// # Why appends are gated, and how
+//
+// In Prometheus v0.315.0 an appender fixes its minimum valid time when it is
+// created. One opened before a full head compaction and committed after it
+// writes into the range just persisted and truncated: Commit returns nil and
+// the sample is gone after the next restart. Prometheus' guard,
+// Head.WaitForAppendersOverlapping, is not called by db.CompactHead and does
+// nothing when isolation is disabled, which is how Cortex and Mimir run.
+//
+// Mimir's answer refuses only samples at or before the compaction's max time;
+// it needs the lowest timestamp of a request before the appender opens, and an
+// appender opened earlier may already hold buffered samples in the range.
+// storage.Appender learns timestamps one Append at a time, so tsdbx takes
+// Cortex' answer, which holds for both phases with isolation on and off: a
+// compaction closes a gate, waits for the appenders opened through Appendable
+// before it (their samples land in the blocks it writes), and refuses new
+// ones until it is done. A refused appender stores nothing and returns
+// ErrCompactionInProgress from every method, rather than blocking: Appender()
+// cannot return an error, a blocked push path queues requests without bound,
+// and remote-write clients already retry 5xx. Idle tenants rarely append, so
+// the refusal is rare. The cost is one mutex operation per appender.
+//
+// # Limits
+//
+//   - Appends made directly through db, not through Appendable, are not
+//     coordinated with compaction. Use one IdleCompactor per DB.
+//   - An appender never committed nor rolled back delays compaction by
+//     IdleOptions.DrainTimeout per attempt (ErrAppendersInFlight); appends are
+//     never blocked by it. leaksafe_tsdbx_appenders_in_flight shows it.
+//   - Head truncation waits, without cancellation, for queriers overlapping
+//     the head: a querier that is never closed blocks compaction forever.
+//     ctx is checked only between phases and block ranges;
+//     leaksafe_tsdbx_compaction_waiting_seconds shows how long a phase has
+//     been running.
+//   - Prometheus does not persist how far out-of-order chunks were truncated,
+//     so after a restart it reloads already-compacted out-of-order chunks into
+//     the head. They are served once (deduplicated against the blocks) and the
+//     next idle compaction empties the head again.
+//   - tsdb.DB does not expose its block range; tsdbx reads it once per DB
+//     from tsdb.NewOOOCompactionHead, which cuts and fsyncs a WBL segment.
+package tsdbx

@@ -1,0 +1,175 @@
+package tsdbx
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// fault breaks compaction until the returned function repairs it.
+type fault struct {
+	name string
+	// inject returns the context to compact with and the repair.
+	inject func(t *testing.T, db *testDB) (context.Context, func())
+	// counted: the failure shows in the failures metric (cancellation does not).
+	counted bool
+	// skip, when it returns a reason, skips the case before any work is done.
+	skip func() string
+}
+
+var faults = []fault{
+	{
+		// Works as root too: no permission bit stops root, but nothing can
+		// create a block directory under a path that is a regular file.
+		name: "DB directory replaced by a file",
+		inject: func(t *testing.T, db *testDB) (context.Context, func()) {
+			away := db.dir + ".away"
+			require.NoError(t, os.Rename(db.dir, away))
+			require.NoError(t, os.WriteFile(db.dir, []byte("not a directory"), 0o600))
+			return context.Background(), func() {
+				require.NoError(t, os.Remove(db.dir))
+				require.NoError(t, os.Rename(away, db.dir))
+			}
+		},
+		counted: true,
+	},
+	{
+		name: "DB directory read-only",
+		skip: func() string {
+			if os.Geteuid() == 0 {
+				return "root ignores directory permissions; 'DB directory replaced by a file' covers this failure as root"
+			}
+			return ""
+		},
+		inject: func(t *testing.T, db *testDB) (context.Context, func()) {
+			require.NoError(t, os.Chmod(db.dir, 0o500))
+			return context.Background(), func() { require.NoError(t, os.Chmod(db.dir, 0o755)) }
+		},
+		counted: true,
+	},
+	{
+		name: "context canceled",
+		inject: func(*testing.T, *testDB) (context.Context, func()) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx, func() {}
+		},
+	},
+}
+
+func TestFailedCompactionKeepsDBUsableLosesNothingAndNextAttemptSucceeds(t *testing.T) {
+	for _, f := range faults {
+		t.Run(f.name, func(t *testing.T) {
+			if f.skip != nil && f.skip() != "" {
+				t.Skip(f.skip())
+			}
+			db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+			clock := newFakeClock()
+			c, reg := newTestCompactor(t, db, clock, IdleOptions{})
+			want := incidentWorkload.load(t, c.Appendable())
+			// A healthy compaction first, so the fault hits a DB that already
+			// has blocks and whose block range is known: the failure is in
+			// writing blocks, not in the first look at the DB.
+			require.NoError(t, c.CompactNow(context.Background()))
+			later := incidentWorkload
+			later.start += 3 * hour
+			later.loadInto(t, c.Appendable(), want)
+			ctx, repair := f.inject(t, db)
+			repaired := false
+			defer func() {
+				if !repaired {
+					repair()
+				}
+			}()
+
+			err := c.CompactNow(ctx)
+			require.Error(t, err)
+			t.Logf("compaction failed as expected: %v", err)
+
+			wantFailures := 0.0
+			if f.counted {
+				wantFailures = 1
+			}
+			require.Equal(t, wantFailures, metricValue(t, reg, "leaksafe_tsdbx_head_compaction_failures_total", "trigger", "now"))
+			require.Zero(t, c.gate.appendersInFlight())
+			// Still usable while broken: appends are accepted and everything is readable.
+			appendCommitted(t, c.Appendable(), want, sample{0, incidentWorkload.start + time.Hour.Milliseconds()})
+			requireExactly(t, db.DB, want, "after the failed compaction")
+
+			repair()
+			repaired = true
+			require.NoError(t, c.CompactNow(context.Background()), "the attempt after the fault is gone")
+			require.Zero(t, db.Head().NumSeries())
+			requireExactly(t, db.DB, want, "after the successful compaction")
+			db.reopen()
+			requireExactly(t, db.DB, want, "after restart")
+		})
+	}
+}
+
+// An appender that is never committed must not wedge compaction forever, nor
+// keep appends out: after DrainTimeout the compaction gives up, reopens the
+// gate and reports it; the next attempt succeeds once the appender is done.
+func TestLeakedAppenderFailsCompactionAfterDrainTimeoutWithoutBlockingAppends(t *testing.T) {
+	db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+	clock := newFakeClock()
+	c, reg := newTestCompactor(t, db, clock, IdleOptions{DrainTimeout: time.Millisecond})
+	want := incidentWorkload.load(t, c.Appendable())
+	leaked := c.Appendable().Appender(context.Background())
+	late := sample{1, incidentWorkload.start + 2*scrape + scrape/4}
+	require.NoError(t, appendSample(leaked, late.series, late.t))
+	clock.Advance(idleTimeout)
+
+	compacted, err := c.CompactIfIdle(context.Background())
+
+	require.ErrorIs(t, err, ErrAppendersInFlight)
+	require.False(t, compacted)
+	require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_head_compaction_failures_total", "trigger", "idle"))
+	require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_appenders_in_flight"))
+	require.EqualValues(t, incidentWorkload.series, db.Head().NumSeries(), "nothing should have been compacted")
+	appendCommitted(t, c.Appendable(), want, sample{2, incidentWorkload.start + time.Hour.Milliseconds()})
+
+	require.NoError(t, leaked.Commit())
+	want.add(late.series, late.t)
+	clock.Advance(idleTimeout)
+	compacted, err = c.CompactIfIdle(context.Background())
+	require.NoError(t, err)
+	require.True(t, compacted)
+	require.Zero(t, db.Head().NumSeries())
+	requireExactly(t, db.DB, want)
+}
+
+func TestRunLogsCountsAndRetriesAFailedCompaction(t *testing.T) {
+	db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+	clock := newFakeClock()
+	var logs syncBuffer
+	c, reg := newTestCompactor(t, db, clock, IdleOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	want := incidentWorkload.load(t, c.Appendable())
+	ticks, checks := manualTicks(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-stopped)
+	}()
+	_, repair := faults[0].inject(t, db)
+	clock.Advance(idleTimeout)
+
+	ticks <- clock.Now()
+	require.Error(t, <-checks)
+	require.Contains(t, logs.String(), "idle head compaction failed")
+	require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_head_compaction_failures_total", "trigger", "idle"))
+
+	repair()
+	ticks <- clock.Now()
+	require.NoError(t, <-checks)
+	require.Zero(t, db.Head().NumSeries())
+	requireExactly(t, db.DB, want)
+	require.Equal(t, 2.0, metricValue(t, reg, "leaksafe_tsdbx_head_compactions_total", "trigger", "idle"))
+	require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_head_compaction_failures_total", "trigger", "idle"))
+}

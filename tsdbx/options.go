@@ -1,0 +1,92 @@
+package tsdbx
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults applied by NewIdleCompactor to zero-valued durations. They match the
+// defaults of Cortex' -blocks-storage.tsdb.head-compaction-idle-timeout and
+// -blocks-storage.tsdb.head-compaction-interval.
+const (
+	DefaultIdleTimeout   = time.Hour
+	DefaultCheckInterval = time.Minute
+	DefaultDrainTimeout  = time.Minute
+)
+
+var (
+	// ErrNilDB is returned when a nil *tsdb.DB is passed in.
+	ErrNilDB = errors.New("tsdbx: nil *tsdb.DB")
+
+	// ErrInvalidOptions wraps every option validation error of NewIdleCompactor.
+	ErrInvalidOptions = errors.New("tsdbx: invalid options")
+
+	// ErrCompactionInProgress is returned by every method of an appender that
+	// IdleCompactor.Appendable handed out while a compaction of its DB was running.
+	// Nothing was stored; the append is safe to retry once the compaction is over
+	// (map it to HTTP 503 / gRPC Unavailable so remote-write clients retry).
+	ErrCompactionInProgress = errors.New("tsdbx: head compaction in progress, retry the append")
+
+	// ErrAppendersInFlight is returned when appenders opened before a compaction
+	// did not Commit or Rollback within IdleOptions.DrainTimeout. The compaction
+	// did not start; the head is unchanged and the next attempt retries. It
+	// usually means an appender was leaked (neither committed nor rolled back).
+	ErrAppendersInFlight = errors.New("tsdbx: appenders opened before the compaction did not finish")
+)
+
+// IdleOptions configures an IdleCompactor. The zero value is usable: durations
+// left at zero take the Default* values above.
+type IdleOptions struct {
+	// IdleTimeout is how long no successful append may have happened before
+	// the DB counts as idle. 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// CheckInterval is how often Run calls CompactIfIdle. 0 means DefaultCheckInterval.
+	CheckInterval time.Duration
+	// DrainTimeout bounds how long a compaction waits for appenders that were
+	// opened through Appendable before it started. 0 means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// Logger receives one line per compaction and per failure. nil discards.
+	Logger *slog.Logger
+	// Registerer, when set, receives the metrics in metrics.go. Several
+	// compactors (one per tenant) need distinct labels: wrap it with
+	// prometheus.WrapRegistererWith(prometheus.Labels{"tenant": id}, reg).
+	Registerer prometheus.Registerer
+	// Now is the clock for idleness and durations (tests inject a fake one).
+	// nil means time.Now.
+	Now func() time.Time
+}
+
+func (o IdleOptions) withDefaults() (IdleOptions, error) {
+	for _, d := range []struct {
+		name  string
+		value time.Duration
+	}{
+		{"IdleTimeout", o.IdleTimeout},
+		{"CheckInterval", o.CheckInterval},
+		{"DrainTimeout", o.DrainTimeout},
+	} {
+		if d.value < 0 {
+			return o, fmt.Errorf("%w: %s is %v, must not be negative", ErrInvalidOptions, d.name, d.value)
+		}
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.CheckInterval == 0 {
+		o.CheckInterval = DefaultCheckInterval
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = DefaultDrainTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o, nil
+}
