@@ -114,7 +114,7 @@ type scenario struct {
 
 // allScenarios is the default set, in the order they run.
 func allScenarios() []scenario {
-	return []scenario{poolScenario, ctxstreamScenario, slogxScenario}
+	return []scenario{poolScenario, ctxstreamScenario, slogxScenario, tsdbxScenario}
 }
 
 // env is what a scenario gets from the harness.
