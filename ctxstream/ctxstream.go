@@ -224,10 +224,15 @@ func (it *Iter[T]) haltErr() error {
 	return nil // Close
 }
 
-// recvEnding classifies a Recv error. Once life has ended, the error is only the echo of the
-// closer (a gRPC stream says "context canceled"): report the cause instead.
+// recvEnding classifies a Recv error. Once ctx or life has ended, the error is only the echo
+// of the closer or of the stream's own context (a gRPC stream says "context canceled"):
+// report the cause instead. ctx is looked at first: a context records its error before it
+// cancels its children, in no set order, so a stream opened on a child of ctx can fail before
+// life (another child, for Eager and WithRecvTimeout) is cancelled.
 func (it *Iter[T]) recvEnding(err error) *ending {
 	switch {
+	case it.ctx.Err() != nil:
+		return it.end(interruptedBy(context.Cause(it.ctx)))
 	case it.life.Err() != nil:
 		return it.end(interruptedBy(context.Cause(it.life)))
 	case err == io.EOF:

@@ -3,6 +3,7 @@ package ctxstream_test
 import (
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -394,7 +395,12 @@ func TestInvalidArgumentsEndAtOnceWithErrInvalid(t *testing.T) {
 func TestMetricsCountStreamsByHowTheyEnded(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	reg := prometheus.NewPedanticRegistry()
-	m := ctxstream.NewMetrics(reg)
+	m, err := ctxstream.NewMetrics(reg)
+	require.NoError(t, err)
+	// A second component (or a reload) registering on the same Registerer shares the
+	// counters instead of panicking or failing.
+	again, err := ctxstream.NewMetrics(reg)
+	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -406,7 +412,7 @@ func TestMetricsCountStreamsByHowTheyEnded(t *testing.T) {
 	timedOut := ctxstream.Lazy(ctx, stalled, ctxstream.WithMetrics(m), ctxstream.WithCloser(stalled.Close),
 		ctxstream.WithRecvTimeout(time.Millisecond))
 	collect(timedOut)
-	closed := ctxstream.Eager(ctx, endless(), ctxstream.WithMetrics(m))
+	closed := ctxstream.Eager(ctx, endless(), ctxstream.WithMetrics(again))
 	open := ctxstream.Lazy(ctx, endless(), ctxstream.WithMetrics(m))
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP ctxstream_streams_open Streams (Lazy, Eager) started and not yet ended.
@@ -649,4 +655,124 @@ func TestEagerRingDoesNotKeepReturnedItemsAlive(t *testing.T) {
 		require.True(t, w.Value() == nil, "response %d of %d is still reachable", i, len(src.sent))
 	}
 	runtime.KeepAlive(it) // the iterator itself, with its ring, holds none of them
+}
+
+// runToEnd reads a stream of three items to its end and closes it; it returns a weak pointer
+// to the source so that the caller can see whether anything still holds the stream.
+func runToEnd(t *testing.T, ctx context.Context, impl newIter) weak.Pointer[fakeSource] {
+	src := newFake(seq(3))
+	it := impl(ctx, src, ctxstream.WithCloser(src.Close))
+	require.Equal(t, seq(3), collect(it))
+	require.NoError(t, it.Close())
+	return weak.Make(src)
+}
+
+// A querier's streams are built on a context that can outlive them by far (the server's, or a
+// long query's). Once a stream has ended, that context must not keep it, its source and its
+// last response reachable: the context.AfterFunc registration is undone when the stream ends.
+func TestEndedStreamIsNotKeptAliveByItsContext(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // only after the check: the context outlives every stream
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			w := runToEnd(t, ctx, impl.new)
+			runtime.GC()
+			require.Nil(t, w.Value(), "the ended stream is still reachable from its live context")
+		})
+	}
+}
+
+// pingPongSource hands out item i+1 only once the consumer has taken item i, so that every
+// item finds one side asleep and must wake it: the consumer waiting for an item, and with a
+// buffer of one, the prefetch waiting for space.
+type pingPongSource struct {
+	taken chan struct{}
+	i, n  int
+}
+
+func (s *pingPongSource) Recv() (int, error) {
+	if s.i > 0 {
+		<-s.taken
+	}
+	if s.i == s.n {
+		return 0, io.EOF
+	}
+	s.i++
+	return s.i, nil
+}
+
+// A lost wake-up between Eager's prefetch goroutine and its consumer would leave both asleep
+// with an item published: the stream would hang here (and go test's timeout would say so).
+func TestEagerNeverLosesAWakeUp(t *testing.T) {
+	const rounds = 50000
+	for _, buffer := range []int{1, 2, 64} {
+		t.Run("buffer="+itoa(buffer), func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			src := &pingPongSource{taken: make(chan struct{}, 1), n: rounds}
+			it := ctxstream.Eager(context.Background(), src, ctxstream.WithBuffer(buffer))
+			n := 0
+			for it.Next() {
+				n++
+				require.Equal(t, n, it.At())
+				src.taken <- struct{}{}
+			}
+			require.NoError(t, it.Err())
+			require.Equal(t, rounds, n)
+			require.NoError(t, it.Close())
+		})
+	}
+}
+
+// echoSource is a stream opened on its own context, as a gRPC client stream is: its Recv
+// blocks until that context ends and then fails with an error of its own (gRPC's
+// codes.Canceled), not with the cause.
+type echoSource struct {
+	ctx     context.Context
+	entered chan struct{}
+}
+
+var errEcho = errors.New("rpc error: code = Canceled desc = context canceled")
+
+func (s echoSource) Recv() (int, error) {
+	close(s.entered)
+	for s.ctx.Err() == nil { // poll, so Recv returns while the cancellation is still spreading
+		runtime.Gosched()
+	}
+	return 0, errEcho
+}
+
+// When the caller's context ends, the context package cancels its children one after another
+// in no set order: the stream's context (whose Recv then fails with its echo) may go before the
+// iterator's own derived context (Eager, WithRecvTimeout). Err must be the cause all the same.
+// The stream context's many children make its cancellation slow, which widens that window.
+func TestCancelIsReportedAsTheCauseNotAsTheStreamsEcho(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	withTimeout := func(ctx context.Context, src ctxstream.Source[int], opts ...ctxstream.Option) *ctxstream.Iter[int] {
+		return ctxstream.Lazy(ctx, src, append(opts, ctxstream.WithRecvTimeout(time.Hour))...)
+	}
+	for _, impl := range append(impls[1:len(impls):len(impls)], struct {
+		name string
+		new  newIter
+	}{"lazy/recv-timeout", withTimeout}) {
+		t.Run(impl.name, func(t *testing.T) {
+			for range 20 {
+				cause := errors.New("query cancelled upstream")
+				ctx, cancel := context.WithCancelCause(context.Background())
+				sctx, scancel := context.WithCancel(ctx)
+				for range 2000 {
+					context.AfterFunc(sctx, func() {})
+				}
+				src := echoSource{ctx: sctx, entered: make(chan struct{})}
+				it := impl.new(ctx, src, ctxstream.WithCancel(scancel))
+				go func() {
+					<-src.entered
+					cancel(cause)
+				}()
+				require.False(t, it.Next())
+				require.ErrorIs(t, it.Err(), cause)
+				require.NoError(t, it.Close())
+			}
+		})
+	}
 }

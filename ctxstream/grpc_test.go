@@ -134,6 +134,12 @@ func storeThatStalls(n int, stalled chan<- struct{}) handler {
 	}
 }
 
+// grpcRecvTimeout must pass only when the store is silent, never while a response is on its way:
+// a Recv on a real loopback call waits for the server's goroutines and gRPC's transport, which
+// under -race on a loaded 2-core machine took over 50ms at times (the stream then ended before
+// its first item). Each test waits it once, for the stall.
+const grpcRecvTimeout = 500 * time.Millisecond
+
 var iterKinds = []struct {
 	name string
 	new  func(ctx context.Context, src ctxstream.Source[[]byte], opts ...ctxstream.Option) *ctxstream.Iter[[]byte]
@@ -188,7 +194,7 @@ func TestGRPCStreamEndsOnRecvTimeoutAndReleasesTheCall(t *testing.T) {
 			sctx, scancel := context.WithCancel(ctx)
 			stream, err := openSeries(sctx, cc, nil)
 			require.NoError(t, err)
-			it := kind.new(ctx, stream, ctxstream.WithCancel(scancel), ctxstream.WithRecvTimeout(50*time.Millisecond))
+			it := kind.new(ctx, stream, ctxstream.WithCancel(scancel), ctxstream.WithRecvTimeout(grpcRecvTimeout))
 			n := 0
 			for range it.All() {
 				n++
@@ -261,7 +267,7 @@ func TestChainedQuerierEndsAtStoreResponseTimeoutNotAtFrontendTimeout(t *testing
 	defer store.srv.Stop()
 	toStore := dial(t, store.addr)
 	defer toStore.Close()
-	middle := serve(t, querier(toStore, 50*time.Millisecond))
+	middle := serve(t, querier(toStore, grpcRecvTimeout))
 	defer middle.srv.Stop()
 	toMiddle := dial(t, middle.addr)
 	defer toMiddle.Close()

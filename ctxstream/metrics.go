@@ -1,6 +1,10 @@
 package ctxstream
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics counts streams for a whole process. The saw-tooth of the v0.35.1 incident shows up
 // here first: ctxstream_streams_open climbs and never returns to its floor when streams are not
@@ -23,27 +27,43 @@ var reasonLabel = [reasonCount]string{
 }
 
 // NewMetrics creates the collectors and registers them with reg. reg may be nil: the metrics
-// are then kept but not exported. Registering twice with the same Registerer panics, as
-// client_golang's MustRegister does; create one Metrics per process (or per component, with a
-// prometheus.WrapRegistererWith prefix or labels).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		open: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "ctxstream_streams_open",
-			Help: "Streams (Lazy, Eager) started and not yet ended.",
-		}),
-	}
+// are then kept but not exported. Registering again with the same Registerer (a reload, a
+// second component) shares the collectors already there, so the counts continue; any other
+// registration error is returned.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	open := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ctxstream_streams_open",
+		Help: "Streams (Lazy, Eager) started and not yet ended.",
+	})
 	ended := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ctxstream_streams_ended_total",
 		Help: "Streams ended, by the first reason: eof, error (from the source), canceled (context), timeout (WithRecvTimeout), closed (Close before the end).",
 	}, []string{"reason"})
+	if reg != nil {
+		var err error
+		if open, err = register(reg, open); err != nil {
+			return nil, err
+		}
+		if ended, err = register(reg, ended); err != nil {
+			return nil, err
+		}
+	}
+	m := &Metrics{open: open}
 	for r := reasonEOF; r < reasonCount; r++ {
 		m.ended[r] = ended.WithLabelValues(reasonLabel[r])
 	}
-	if reg != nil {
-		reg.MustRegister(m.open, ended)
+	return m, nil
+}
+
+// register registers c, or returns the identical collector registered before.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
 	}
-	return m
+	return c, err
 }
 
 func (m *Metrics) started() {

@@ -11,6 +11,8 @@ import (
 // leases have been returned to the pool.
 var ErrGroupReleased = errors.New("lease group already released")
 
+var errZeroGroup = fmt.Errorf("%w: zero Group; build one with Pool.NewGroup", ErrInvalidOptions)
+
 // Group is a set of leases that belong to one request and go back to the
 // pool together, exactly once, when the last of its users is done.
 //
@@ -44,6 +46,9 @@ func (p *Pool[T]) NewGroup() *Group[T] {
 
 // Get leases a slice that the group will Put when it is released.
 func (g *Group[T]) Get(n int) (*[]T, error) {
+	if g.p == nil {
+		return nil, errZeroGroup
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.returned {
@@ -62,6 +67,9 @@ func (g *Group[T]) Get(n int) (*[]T, error) {
 // ErrGroupReleased if the leases are already back in the pool: the caller
 // was too late and must not touch them.
 func (g *Group[T]) Retain() (release func(), err error) {
+	if g.p == nil {
+		return nil, errZeroGroup
+	}
 	for {
 		n := g.refs.Load()
 		if n <= 0 {

@@ -43,12 +43,13 @@ type Options struct {
 // its bucket in 8 bits of its state word (see record).
 const maxBuckets = 255
 
-// errInvalidOptions is wrapped by every error New returns for bad Options.
-var errInvalidOptions = errors.New("invalid pool options")
+// ErrInvalidOptions is wrapped by every error New returns for bad Options,
+// and by Get on a Pool or Group that New or NewGroup did not build.
+var ErrInvalidOptions = errors.New("invalid pool options")
 
 func (o *Options) validate() error {
 	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", errInvalidOptions, fmt.Sprintf(format, args...))
+		return fmt.Errorf("%w: %s", ErrInvalidOptions, fmt.Sprintf(format, args...))
 	}
 	switch {
 	case o.MinSize <= 0:

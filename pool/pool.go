@@ -65,11 +65,13 @@ type Pool[T any] struct {
 // Get or Put must change atomically lives in one word: a Get is one atomic
 // store (a compare-and-swap with MaxTotal), a Put one compare-and-swap.
 type record[T any] struct {
-	buf    []T // must stay first: Get returns &buf
+	buf    []T        // must stay first: Get returns &buf
+	handle *handle[T] // while leased: what Put hands back to the buckets
 	state  atomic.Uint64
 	big    atomic.Int64 // the charge of a lease above MaxSize (bucket bigBucket)
-	handle *handle[T]   // while leased: what Put hands back to the buckets
-	_      [16]byte
+	// Four words then two 8-byte counters: the counters are 8-aligned and
+	// the record is recordSize bytes on 32- and 64-bit platforms alike.
+	_ [recordSize - 4*ptrSize - 16]byte
 }
 
 // The state word of a record:
@@ -93,6 +95,7 @@ const (
 
 	recordSize    = 64
 	firstSlabSize = 64
+	ptrSize       = unsafe.Sizeof(uintptr(0))
 )
 
 func stateIdx(s uint64) int { return int(s&idxMask) >> idxShift }
@@ -156,12 +159,10 @@ func New[T any](o Options) (*Pool[T], error) {
 		p.firstOfLen[l] = uint8(bucketAtLeast(sizes, least))
 	}
 	if elem := unsafe.Sizeof(*new(T)); elem > 0 {
-		p.maxElems = int(maxAlloc / uint64(elem))
+		p.maxElems = int(min(maxAlloc, math.MaxInt) / uint64(elem))
 	} else {
 		p.maxElems = int(^uint(0) >> 2)
 	}
-	empty := []*slab[T]{}
-	p.slabs.Store(&empty)
 	if o.Track || o.TrackEvery > 0 {
 		p.tracker = newTracker(p)
 	}
@@ -225,7 +226,10 @@ func (p *Pool[T]) sample(h *handle[T]) bool {
 // acquire finds a handle with an array of the right capacity and charges
 // its record; the record is leased when acquire returns.
 func (p *Pool[T]) acquire(n int) (*handle[T], error) {
-	if n < 0 || n > p.maxElems {
+	if n < 0 || n > p.maxElems || p.sizes == nil {
+		if p.sizes == nil {
+			return nil, fmt.Errorf("%w: zero Pool; build one with New", ErrInvalidOptions)
+		}
 		return nil, fmt.Errorf("%w: pool %q: Get(%d)", ErrInvalidSize, p.name, n)
 	}
 	i := p.bucketFor(n)
@@ -362,7 +366,7 @@ func (p *Pool[T]) take(need int64) bool {
 // reclaim returns every free record's parked credit to avail. It walks all
 // records, so it runs only when a Get would otherwise fail.
 func (p *Pool[T]) reclaim() {
-	for _, sl := range *p.slabs.Load() {
+	for _, sl := range p.allSlabs() {
 		for i := range sl.recs {
 			p.dropCredit(&sl.recs[i])
 		}
@@ -425,7 +429,7 @@ func (p *Pool[T]) newRecord() *record[T] {
 		p.spare = p.spare[:n-1]
 		return rec
 	}
-	slabs := *p.slabs.Load()
+	slabs := p.allSlabs()
 	if len(slabs) > 0 && p.lastUsed < len(slabs[0].recs) {
 		p.lastUsed++
 		return &slabs[0].recs[p.lastUsed-1]
@@ -446,6 +450,14 @@ func (p *Pool[T]) newRecord() *record[T] {
 	p.slabs.Store(&grown)
 	p.lastUsed = 1
 	return &s.recs[0]
+}
+
+// allSlabs returns the slabs, newest first; none for a zero Pool.
+func (p *Pool[T]) allSlabs() []*slab[T] {
+	if s := p.slabs.Load(); s != nil {
+		return *s
+	}
+	return nil
 }
 
 // lookup returns the record whose buf b points to, or nil if b is not an
@@ -578,7 +590,7 @@ func (p *Pool[T]) Stats() Stats {
 		Discarded: p.discarded.Load(),
 		Leaked:    p.leaked.Load(),
 	}
-	for _, sl := range *p.slabs.Load() {
+	for _, sl := range p.allSlabs() {
 		for i := range sl.recs {
 			r := &sl.recs[i]
 			s := r.state.Load()

@@ -3,6 +3,7 @@ package pool
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -70,6 +71,7 @@ func TestNewRejectsInvalidOptionsWithAReason(t *testing.T) {
 			c.edit(&o)
 			p, err := New[byte](o)
 			require.Nil(t, p)
+			require.ErrorIs(t, err, ErrInvalidOptions)
 			require.ErrorContains(t, err, c.want)
 		})
 	}
@@ -111,7 +113,7 @@ func TestGetReturnsEmptySliceWithCapacityOfItsBucket(t *testing.T) {
 
 func TestGetRejectsImpossibleSizes(t *testing.T) {
 	p := newPool[int64](t, Options{Name: "chunks", MinSize: 1, MaxSize: 8, Factor: 2})
-	for _, n := range []int{-1, 1 << 62} {
+	for _, n := range []int{-1, math.MaxInt} {
 		b, err := p.Get(n)
 		require.Nil(t, b)
 		require.ErrorIs(t, err, ErrInvalidSize)
@@ -307,4 +309,51 @@ func TestRecordLayoutIsOneCacheLineWithTheSliceFirst(t *testing.T) {
 	check(unsafe.Sizeof(record[[64]uint64]{}), unsafe.Offsetof(record[[64]uint64]{}.buf))
 	check(unsafe.Sizeof(record[struct{}]{}), unsafe.Offsetof(record[struct{}]{}.buf))
 	check(unsafe.Sizeof(record[*int]{}), unsafe.Offsetof(record[*int]{}.buf))
+}
+
+// A Pool or Group that was not built by New or NewGroup is refused with an
+// error, never a nil-pointer panic; Stats and Check of an unused zero Pool
+// are simply empty.
+func TestZeroPoolAndGroupAreRejectedNotPanicking(t *testing.T) {
+	var p Pool[byte]
+	for _, n := range []int{0, 1, 1 << 10} {
+		b, err := p.Get(n)
+		require.Nil(t, b)
+		require.ErrorIs(t, err, ErrInvalidOptions, "Get(%d)", n)
+		require.ErrorContains(t, err, "zero Pool; build one with New")
+	}
+	require.Equal(t, Stats{}, p.Stats())
+	require.NoError(t, p.Check())
+	VerifyNone(t, &p)
+
+	var g Group[byte]
+	b, err := g.Get(8)
+	require.Nil(t, b)
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	require.ErrorContains(t, err, "zero Group; build one with Pool.NewGroup")
+	release, err := g.Retain()
+	require.Nil(t, release)
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	g.Release()
+	require.Zero(t, g.Len())
+}
+
+// Put decides by address alone whether a pointer is one of its leases; a
+// pointer into the middle of a lease's record is foreign, not a lease, and
+// is never converted to a record and read.
+func TestPutOfAPointerIntoALeaseRecordIsForeign(t *testing.T) {
+	p := newPool[byte](t, Options{MinSize: 8, MaxSize: 64, Factor: 2})
+	b, err := p.Get(65) // above MaxSize: the record keeps an odd charge, which read as a state word looks leased
+	require.NoError(t, err)
+	for off := uintptr(8); off < recordSize; off += 8 {
+		p.Put((*[]byte)(unsafe.Add(unsafe.Pointer(b), off)))
+	}
+	st := p.Stats()
+	require.Equal(t, int64(recordSize/8-1), st.BadPuts)
+	require.Equal(t, int64(1), st.Outstanding, "the lease itself is untouched")
+	require.Equal(t, int64(65), st.InUse)
+	require.Equal(t, 65, cap(*b))
+	p.Put(b)
+	require.ErrorIs(t, p.Check(), ErrBadPut)
+	require.NotErrorIs(t, p.Check(), ErrLeak)
 }

@@ -81,15 +81,7 @@ func (r *Refs) collected(id uint64) {
 	st, ok := r.holders[id]
 	if ok {
 		delete(r.holders, id)
-		if r.leaked == nil {
-			r.leaked = make(map[stack]*counted[stack])
-		}
-		c := r.leaked[st]
-		if c == nil {
-			c = &counted[stack]{key: st}
-			r.leaked[st] = c
-		}
-		c.n++
+		tally(&r.leaked, st, 0)
 		r.nLeaked++
 	}
 	r.mu.Unlock()
@@ -153,14 +145,9 @@ func (r *Refs) Check() error {
 	n := r.n.Load()
 	r.mu.Lock()
 	nLeaked := r.nLeaked
-	held := make(map[stack]*counted[stack])
+	var held map[stack]*counted[stack]
 	for _, st := range r.holders {
-		c := held[st]
-		if c == nil {
-			c = &counted[stack]{key: st}
-			held[st] = c
-		}
-		c.n++
+		tally(&held, st, 0)
 	}
 	leaked := byCount(r.leaked)
 	r.mu.Unlock()
@@ -177,21 +164,11 @@ func (r *Refs) Check() error {
 	if n > 0 && !r.Track {
 		b.WriteString("set Refs.Track to see where they were acquired\n")
 	}
-	for i, g := range byCount(held) {
-		if i == maxGroupsShown {
-			fmt.Fprintf(&b, "... and %d more stacks\n", len(held)-i)
-			break
-		}
-		fmt.Fprintf(&b, "%d held, acquired at:\n", g.n)
-		g.key.write(&b, "\t")
-	}
-	for i, g := range leaked {
-		if i == maxGroupsShown {
-			fmt.Fprintf(&b, "... and %d more stacks\n", len(leaked)-i)
-			break
-		}
-		fmt.Fprintf(&b, "%d never released (release garbage-collected), acquired at:\n", g.n)
-		g.key.write(&b, "\t")
-	}
+	writeGroups(&b, byCount(held), func(g *counted[stack]) string {
+		return fmt.Sprintf("%d held, acquired at:", g.n)
+	})
+	writeGroups(&b, leaked, func(g *counted[stack]) string {
+		return fmt.Sprintf("%d never released (release garbage-collected), acquired at:", g.n)
+	})
 	return &leakError{msg: strings.TrimRight(b.String(), "\n"), leak: true}
 }

@@ -183,3 +183,44 @@ func TestRefsConcurrentHoldersAndWaiters(t *testing.T) {
 		})
 	}
 }
+
+// acquireAtDepth acquires r from a stack d frames deeper than its caller's, so
+// that each depth is a distinct stack in a report.
+func acquireAtDepth(r *Refs, d int) func() {
+	if d == 0 {
+		return r.Acquire()
+	}
+	return acquireAtDepth(r, d-1)
+}
+
+func TestReportsShowTheTenMostFrequentStacksAndCountTheRest(t *testing.T) {
+	r := Refs{Name: "block", Track: true}
+	p := newPool[byte](t, Options{MinSize: 8, MaxSize: 8, Factor: 2, Track: true})
+	var releases []func()
+	var leases []*[]byte
+	for d := range 12 {
+		releases = append(releases, acquireAtDepth(&r, d))
+		leases = append(leases, getAtDepth(p, d))
+	}
+	for _, err := range []error{r.Check(), p.Check()} {
+		msg := err.Error()
+		require.Equal(t, maxGroupsShown, strings.Count(msg, " at:\n"), msg)
+		require.Contains(t, msg, "... and 2 more stacks")
+	}
+	for i := range releases {
+		releases[i]()
+		p.Put(leases[i])
+	}
+	VerifyNone(t, &r, p)
+}
+
+func getAtDepth(p *Pool[byte], d int) *[]byte {
+	if d == 0 {
+		b, err := p.Get(8)
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}
+	return getAtDepth(p, d-1)
+}

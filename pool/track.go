@@ -69,6 +69,35 @@ type counted[K comparable] struct {
 	elems int64
 }
 
+// tally counts one event of key k, worth elems elements, in *m (made on
+// first use).
+func tally[K comparable](m *map[K]*counted[K], k K, elems int64) {
+	if *m == nil {
+		*m = make(map[K]*counted[K])
+	}
+	c := (*m)[k]
+	if c == nil {
+		c = &counted[K]{key: k}
+		(*m)[k] = c
+	}
+	c.n++
+	c.elems += elems
+}
+
+// writeGroups writes the first maxGroupsShown groups, each as what(g) and
+// its stack, and says how many more there are.
+func writeGroups(b *strings.Builder, groups []*counted[stack], what func(g *counted[stack]) string) {
+	for i, g := range groups {
+		if i == maxGroupsShown {
+			fmt.Fprintf(b, "... and %d more stacks\n", len(groups)-i)
+			return
+		}
+		b.WriteString(what(g))
+		b.WriteString("\n")
+		g.key.write(b, "\t")
+	}
+}
+
 // byCount orders groups most frequent first, so a leak of 10,000 leases from
 // one line heads the report as one entry.
 func byCount[K comparable](m map[K]*counted[K]) []*counted[K] {
@@ -123,16 +152,7 @@ func (e *events) addBad(k badKey) {
 func (e *events) addLeaked(get stack, elems int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.leaked == nil {
-		e.leaked = make(map[stack]*counted[stack])
-	}
-	c := e.leaked[get]
-	if c == nil {
-		c = &counted[stack]{key: get}
-		e.leaked[get] = c
-	}
-	c.n++
-	c.elems += elems
+	tally(&e.leaked, get, elems)
 }
 
 // badPut counts a Put that did not end a lease, with its stack; skip counts
@@ -291,14 +311,9 @@ func (p *Pool[T]) Check() error {
 
 	if st.Outstanding > 0 {
 		groups, tracked := p.outstandingByStack()
-		for i, g := range groups {
-			if i == maxGroupsShown {
-				fmt.Fprintf(&b, "... and %d more stacks\n", len(groups)-i)
-				break
-			}
-			fmt.Fprintf(&b, "%s (%d elements) from Get at:\n", plural(g.n, "lease"), g.elems)
-			g.key.write(&b, "\t")
-		}
+		writeGroups(&b, groups, func(g *counted[stack]) string {
+			return fmt.Sprintf("%s (%d elements) from Get at:", plural(g.n, "lease"), g.elems)
+		})
 		switch untracked := st.Outstanding - tracked; {
 		case untracked <= 0:
 		case p.tracker == nil:
@@ -313,14 +328,9 @@ func (p *Pool[T]) Check() error {
 	bad := byCount(p.events.bad)
 	badOther := p.events.badOther
 	p.events.mu.Unlock()
-	for i, g := range leaked {
-		if i == maxGroupsShown {
-			fmt.Fprintf(&b, "... and %d more stacks\n", len(leaked)-i)
-			break
-		}
-		fmt.Fprintf(&b, "%s (%d elements) garbage-collected without Put, from Get at:\n", plural(g.n, "lease"), g.elems)
-		g.key.write(&b, "\t")
-	}
+	writeGroups(&b, leaked, func(g *counted[stack]) string {
+		return fmt.Sprintf("%s (%d elements) garbage-collected without Put, from Get at:", plural(g.n, "lease"), g.elems)
+	})
 	for i, g := range bad {
 		if i == maxGroupsShown {
 			fmt.Fprintf(&b, "... and %d more bad Put stacks\n", len(bad)-i)
@@ -359,7 +369,7 @@ func (p *Pool[T]) outstandingByStack() ([]*counted[stack], int64) {
 	if p.tracker == nil {
 		return nil, 0
 	}
-	m := make(map[stack]*counted[stack])
+	var m map[stack]*counted[stack]
 	var total int64
 	for i := range p.tracker.shards {
 		sh := &p.tracker.shards[i]
@@ -372,14 +382,7 @@ func (p *Pool[T]) outstandingByStack() ([]*counted[stack], int64) {
 			if v&leasedBit == 0 {
 				continue
 			}
-			charge := p.chargeOf(e.rec, v)
-			c := m[e.get]
-			if c == nil {
-				c = &counted[stack]{key: e.get}
-				m[e.get] = c
-			}
-			c.n++
-			c.elems += charge
+			tally(&m, e.get, p.chargeOf(e.rec, v))
 			total++
 		}
 		sh.mu.Unlock()

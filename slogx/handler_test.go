@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -201,18 +202,19 @@ func TestCloseIsIdempotentAndEveryDerivedHandlerReturnsErrClosed(t *testing.T) {
 }
 
 // promql's SetQueryLogger closes the old logger on every config reload while queries may
-// still be logging through it. Handles racing the Close either succeed or get ErrClosed.
+// still be logging through it. Handles racing the Close either succeed or get ErrClosed, and
+// none of them opens the file again: Close waits until every writer is writing.
 func TestCloseRacingHandlesNeverPanicsOrWritesAfterClose(t *testing.T) {
 	for range 20 {
 		h, path := openTemp(t, nil)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
+		var wg, writing sync.WaitGroup
 		var mu sync.Mutex
 		written := 0
 		for w := range 4 {
+			writing.Add(1)
 			wg.Go(func() {
 				l := h.WithAttrs([]slog.Attr{slog.Int("w", w)})
-				<-start
+				first := sync.OnceFunc(writing.Done)
 				for {
 					err := l.Handle(context.Background(), slog.NewRecord(time.Time{}, slog.LevelInfo, "q", 0))
 					if errors.Is(err, ErrClosed) {
@@ -222,12 +224,15 @@ func TestCloseRacingHandlesNeverPanicsOrWritesAfterClose(t *testing.T) {
 					mu.Lock()
 					written++
 					mu.Unlock()
+					first()
+					runtime.Gosched() // with one P, let Close in
 				}
 			})
 		}
-		close(start)
+		writing.Wait()
 		require.NoError(t, h.Close())
 		wg.Wait()
+		require.Nil(t, h.sink.f, "a Handle that was waiting for the file when Close ran opened it again")
 		lines := readLines(t, path)
 		require.Len(t, lines, written, "exactly the successful Handles are in the file")
 		for _, l := range lines {
