@@ -33,13 +33,22 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	var usage usageError
 	switch {
 	case errors.Is(err, flag.ErrHelp):
+	case errors.As(err, &usage):
+		fmt.Fprintln(os.Stderr, "leakdemo:", err)
+		os.Exit(2)
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "leakdemo:", err)
 		os.Exit(1)
 	}
 }
+
+// usageError is a bad command line (exit status 2), as opposed to a failed run (1).
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
 
 // config is the parsed command line.
 type config struct {
@@ -114,7 +123,7 @@ type scenario struct {
 
 // allScenarios is the default set, in the order they run.
 func allScenarios() []scenario {
-	return []scenario{poolScenario, ctxstreamScenario, slogxScenario, tsdbxScenario}
+	return []scenario{poolScenario, ctxstreamScenario, slogxScenario, tsdbxScenario, exemplarScenario}
 }
 
 // env is what a scenario gets from the harness.
@@ -137,7 +146,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func runScenarios(ctx context.Context, args []string, stdout, stderr io.Writer, known []scenario) error {
 	cfg, err := parseFlags(args, stderr, known)
 	if err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
 	}
 	progress := stdout
 	if cfg.json {
