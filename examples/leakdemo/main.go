@@ -4,7 +4,7 @@
 // log, an on-disk TSDB, Prometheus' own exemplar storage — and measures what the incident
 // measured: pool elements in use, goroutines, query latency, heap, log size, head series.
 //
-//	go run ./examples/leakdemo                       # all five, about 30 s on 2 cores
+//	go run ./examples/leakdemo                       # all five, about 20 s on 2 cores
 //	go run ./examples/leakdemo -scenario pool -scenario slogx
 //	go run ./examples/leakdemo -duration 10s -scale 4 -plot /tmp/leakdemo
 //	go run ./examples/leakdemo -smoke -json          # what CI runs: small, fast, machine-readable
