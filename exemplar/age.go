@@ -94,6 +94,13 @@ func (s *Store) heapRemove(id uint32) {
 		s.heapDown(i)
 		s.heapUp(i)
 	}
+	if last == 0 {
+		// Empty: free it, so an empty store holds exactly what minimalFootprint
+		// assumes (heapPush allocates it again).
+		s.ageBytes -= ageHeapBytes(cap(s.age.ids))
+		s.age.ids = nil
+		return
+	}
 	if c := cap(s.age.ids); c > 64 && c > 4*len(s.age.ids) {
 		ids := make([]uint32, len(s.age.ids), 2*len(s.age.ids))
 		copy(ids, s.age.ids)

@@ -103,23 +103,47 @@ func (b *Budget) tryReserve(n int64) bool {
 	}
 }
 
-// victim picks the member whose oldest exemplar is the oldest among members
-// above the floor. If there is none, self gives up its own oldest (its own
-// floor protects it from others, not from itself); nil if self is empty too.
-// It reads only published atomics: the caller may hold self's lock.
+// victim picks the member that gives up memory for self: among members above
+// the floor, the one holding the oldest exemplar, else one holding only the
+// pages of an emptied ring. If there is none, self gives up its own (its floor
+// protects it from others, not from itself); nil if self has nothing to give.
+// Others are judged by what they published, self by its own fields: the
+// caller holds self's lock, and self's publication may be stale mid-add.
 func (b *Budget) victim(self *Store) *Store {
 	var best *Store
 	bestTs := int64(math.MaxInt64)
 	for _, m := range *b.members.Load() {
-		if m.pubLive.Load() == 0 || m.pubBytes.Load() <= b.floor {
+		var live, bytes, fixed, oldest int64
+		if m == self {
+			live, bytes, fixed, oldest = self.ring.live, self.bytes, self.fixedBytes(), math.MaxInt64
+			if live > 0 {
+				oldest = self.ring.at(self.ring.head).ts
+			}
+		} else {
+			live, bytes, fixed, oldest = m.pubLive.Load(), m.pubBytes.Load(), m.pubFixed.Load(), m.pubOldest.Load()
+		}
+		if bytes <= b.floor || (live == 0 && bytes <= fixed) {
 			continue
 		}
-		if ts := m.pubOldest.Load(); best == nil || ts < bestTs {
-			best, bestTs = m, ts
+		if best == nil || oldest < bestTs {
+			best, bestTs = m, oldest
 		}
 	}
-	if best == nil && self.ring.live > 0 {
+	if best == nil && (self.ring.live > 0 || self.bytes > self.fixedBytes()) {
 		return self
 	}
 	return best
+}
+
+// room is the most self could hold if every other member were evicted down to
+// its floor (an emptied member keeps only its fixed bytes): an exemplar that
+// needs more is refused before anything is evicted for it.
+func (b *Budget) room(self *Store) int64 {
+	n := b.max
+	for _, m := range *b.members.Load() {
+		if m != self {
+			n -= min(m.pubBytes.Load(), max(b.floor, m.pubFixed.Load()))
+		}
+	}
+	return n
 }

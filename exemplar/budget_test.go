@@ -3,8 +3,10 @@ package exemplar
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/exemplar"
@@ -151,5 +153,65 @@ func TestTenantsSharingABudgetEvictFromEachOtherConcurrently(t *testing.T) {
 	for _, s := range stores {
 		requireInvariants(t, s)
 		require.Positive(t, s.Stats().Exemplars)
+	}
+}
+
+func TestBudgetMemberWhoseAddAgesOutEverythingEvictsFromTheOthers(t *testing.T) {
+	// The add moves the newest timestamp so far that all of the store's own
+	// exemplars age out, and the budget still lacks room. The store must judge
+	// itself by what it holds now (nothing), not by what it last published:
+	// evicting from its own empty ring indexed past its pages, panicked and
+	// left the store locked.
+	b, err := NewBudget(BudgetOptions{MaxBytes: 256 << 10})
+	require.NoError(t, err)
+	s := mustNew(t, Options{MaxExemplars: 1000, MaxAge: time.Second, Budget: b})
+	other := mustNew(t, Options{MaxExemplars: 1 << 20, Budget: b})
+	for i := range 10 {
+		require.NoError(t, s.AddExemplar(tenantSeries(0, 0), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(i), HasTs: true}))
+	}
+	for i := 0; b.Stats().UsedBytes < b.Stats().MaxBytes-16<<10; i++ {
+		require.NoError(t, other.AddExemplar(tenantSeries(1, i), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(100 + i), HasTs: true}))
+	}
+	otherBefore := other.Stats()
+
+	big := labels.FromStrings("__name__", "big", "blob", strings.Repeat("x", 40<<10))
+	e := exemplar.Exemplar{Labels: traceID(1), Value: 1, Ts: 1 << 40, HasTs: true}
+	require.NoError(t, s.ValidateExemplar(big, e))
+	require.NoError(t, s.AddExemplar(big, e))
+
+	st := s.Stats()
+	require.Equal(t, int64(1), st.Exemplars)
+	require.Equal(t, uint64(10), st.Evicted.Age)
+	require.Greater(t, other.Stats().Evicted.Budget, otherBefore.Evicted.Budget, "the room came from the other member")
+	require.Equal(t, sumBytes([]*Store{s, other}), b.Stats().UsedBytes)
+	require.LessOrEqual(t, b.Stats().UsedBytes, b.Stats().MaxBytes)
+	requireInvariants(t, s)
+	requireInvariants(t, other)
+}
+
+func TestExemplarTooLargeForTheBudgetIsRefusedWithoutEvictingAnyone(t *testing.T) {
+	// One bad request must not wipe the other tenants: an exemplar that cannot
+	// fit even with every other member at its floor is refused up front, and
+	// ValidateExemplar says so too.
+	for _, floor := range []int64{0, 32 << 10} {
+		t.Run(fmt.Sprintf("floor=%d", floor), func(t *testing.T) {
+			b, err := NewBudget(BudgetOptions{MaxBytes: 256 << 10, FloorBytes: floor})
+			require.NoError(t, err)
+			other := mustNew(t, Options{MaxExemplars: 1 << 20, Budget: b})
+			s := mustNew(t, Options{MaxExemplars: 1 << 20, Budget: b})
+			for i := range 2000 {
+				require.NoError(t, other.AddExemplar(tenantSeries(1, i), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(i), HasTs: true}))
+			}
+			require.NoError(t, s.AddExemplar(tenantSeries(2, 0), exemplar.Exemplar{Labels: traceID(0), Value: 1, Ts: 5000, HasTs: true}))
+			otherBefore, sBefore := other.Stats(), s.Stats()
+
+			huge := labels.FromStrings("__name__", "huge", "blob", strings.Repeat("x", 300<<10))
+			e := exemplar.Exemplar{Labels: traceID(1), Value: 1, Ts: 6000, HasTs: true}
+			require.ErrorIs(t, s.ValidateExemplar(huge, e), ErrExemplarTooLarge)
+			require.ErrorIs(t, s.AddExemplar(huge, e), ErrExemplarTooLarge)
+			require.Equal(t, otherBefore, other.Stats(), "nothing was evicted from the other tenant")
+			require.Equal(t, sBefore, s.Stats(), "nothing changed in the store refusing it")
+			require.Equal(t, sumBytes([]*Store{s, other}), b.Stats().UsedBytes)
+		})
 	}
 }

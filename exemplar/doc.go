@@ -59,7 +59,10 @@
 //   - A Budget shares one byte limit among many stores (one per tenant). When
 //     it is spent, the store holding the oldest exemplar among those above the
 //     per-store floor gives it up — a noisy tenant cannot push the others below
-//     their floor.
+//     their floor. An exemplar that could not fit even with every other store
+//     at its floor is refused with ErrExemplarTooLarge before anything is
+//     evicted for it (so is one larger than MaxBytes with the store empty):
+//     AddExemplar never evicts for an exemplar it then refuses.
 //
 // # Deliberate differences from Prometheus
 //
@@ -107,7 +110,9 @@
 //   - IterateExemplars calls its function under the store's read lock; the
 //     function must not add to the store (as with Prometheus).
 //   - A Budget picks its victim by scanning its stores: fine for hundreds or a
-//     few thousand tenants.
+//     few thousand tenants. It judges the other stores by what they last
+//     published, so with tenants adding concurrently the up-front
+//     ErrExemplarTooLarge check is best effort.
 //
 // # Metrics
 //

@@ -317,3 +317,47 @@ func TestCloseReleasesEverythingAndDisablesTheStore(t *testing.T) {
 	require.ErrorIs(t, s.SetLimits(Options{MaxExemplars: 1}), ErrInvalidOptions)
 	require.Equal(t, 0, s.Resize(10))
 }
+
+func TestAddNeverEvictsForAnExemplarItThenRefuses(t *testing.T) {
+	// ValidateExemplar accepts an exemplar that fits MaxBytes with the store
+	// otherwise empty; AddExemplar must then store it. An emptied ring still
+	// held the page its head stopped in, so an exemplar taking two slots from
+	// the last slot of that page did not fit: every exemplar was evicted and
+	// the add refused with ErrExemplarTooLarge.
+	s := mustNew(t, Options{MaxExemplars: 1000, MaxBytes: MinBytes})
+	small := labels.FromStrings("__name__", "small")
+	for i := range pageSlots - 1 {
+		require.NoError(t, s.AddExemplar(small, exemplar.Exemplar{Value: float64(i), Ts: int64(i), HasTs: true}))
+	}
+	twoSlots := labels.FromStrings("trace_id", strings.Repeat("Z", 60)) // not hex: 60 bytes do not fit inline
+	e := exemplar.Exemplar{Labels: twoSlots, Value: 1, Ts: 10_000, HasTs: true}
+	enc, newNames, err := encodeLabels(nil, twoSlots, &s.syms)
+	require.NoError(t, err)
+	require.Equal(t, 1, contSlotsFor(len(enc)))
+	// Series labels that leave less than a page of MaxBytes once stored alone.
+	var big labels.Labels
+	for pad := 1000; ; pad += 64 {
+		big = labels.FromStrings("__name__", "big", "blob", strings.Repeat("x", pad))
+		if s.minimalFootprint(big, &e, len(enc), newNames) > MinBytes-pageBytes/2 {
+			break
+		}
+	}
+	require.LessOrEqual(t, s.minimalFootprint(big, &e, len(enc), newNames), int64(MinBytes))
+
+	require.NoError(t, s.ValidateExemplar(big, e))
+	require.NoError(t, s.AddExemplar(big, e))
+	got := selectAll(t, s)
+	require.Len(t, got, 1)
+	require.Equal(t, "big", got[0].SeriesLabels.Get("__name__"))
+	requireInvariants(t, s)
+}
+
+func TestResizeToZeroKeepsNoPage(t *testing.T) {
+	s := mustNew(t, Options{MaxExemplars: 1000})
+	for i := range 10 {
+		require.NoError(t, s.AddExemplar(labels.FromStrings("__name__", "m"), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(i), HasTs: true}))
+	}
+	require.Equal(t, 0, s.Resize(0))
+	require.Equal(t, s.fixedBytes(), s.Stats().Bytes, "a disabled store holds nothing for exemplars")
+	requireInvariants(t, s)
+}

@@ -1,9 +1,11 @@
 package exemplar
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -233,10 +235,26 @@ func runAgainstModel(t *testing.T, run modelRun, g *exemplarGen, steps int, limi
 			continue
 		}
 		l, e := g.next()
+		if run.trimBytes && g.rng.IntN(25) == 0 {
+			// A series whose labels take a third to all of MaxBytes: some fit only
+			// after evicting everything, some not at all.
+			l = labels.FromStrings("__name__", "big", "job", "api", "pad", strings.Repeat("x", 20<<10+g.rng.IntN(44<<10)))
+		}
 		valid := s.ValidateExemplar(l, e)
 		before := s.Stats()
 		err := s.AddExemplar(l, e)
 		after := s.Stats()
+		if err != nil {
+			// A refusal changes nothing but the refusal counters.
+			require.Equal(t, before.Exemplars, after.Exemplars, "step %d: refused with %v", step, err)
+			require.Equal(t, before.Evicted, after.Evicted, "step %d: refused with %v", step, err)
+			require.Equal(t, before.Bytes, after.Bytes, "step %d: refused with %v", step, err)
+			require.Equal(t, before.Appended, after.Appended, "step %d", step)
+		}
+		if run.trimBytes && errors.Is(err, ErrExemplarTooLarge) {
+			require.ErrorIs(t, valid, ErrExemplarTooLarge, "step %d: ValidateExemplar must refuse what AddExemplar refuses", step)
+			continue
+		}
 		if run.trimBytes && after.Refused.StaleFull != before.Refused.StaleFull {
 			require.ErrorIs(t, err, storage.ErrOutOfOrderExemplar)
 			require.NotEmpty(t, m.held)

@@ -227,6 +227,26 @@ func (r *ring) releaseBack() {
 	r.shrinkTable()
 }
 
+// releaseAll frees every page of an empty ring, the spare included, so that
+// writing into it costs exactly what it costs a new store (judge's
+// minimalFootprint relies on that). An empty ring otherwise keeps the page
+// its head stopped in. Only the byte limits call it: a store that merely
+// empties and refills keeps recycling its page.
+func (r *ring) releaseAll() {
+	if r.live != 0 {
+		panic("exemplar: internal error: releaseAll on a ring that holds exemplars")
+	}
+	r.bytes -= int64(len(r.pages)) * pageBytes
+	clear(r.pages)
+	r.pages = r.pages[:0]
+	r.dropSpare()
+	r.base, r.tail, r.holes = r.head, r.head, 0
+	r.shrinkTable()
+}
+
+// holdsPages says whether the ring holds any page (the spare included).
+func (r *ring) holdsPages() bool { return len(r.pages) > 0 || r.spare != nil }
+
 // release keeps p as the spare or frees it.
 func (r *ring) release(p *page) {
 	if r.spare == nil {

@@ -50,7 +50,8 @@ type Store struct {
 	pubOldest atomic.Int64
 	pubBytes  atomic.Int64
 	pubLive   atomic.Int64
-	syms      symbolTable // names first; its 512-byte hash table is only read past 8 names
+	pubFixed  atomic.Int64 // fixedBytes: what the store holds even when empty
+	syms      symbolTable  // names first; its 512-byte hash table is only read past 8 names
 }
 
 var _ tsdb.ExemplarStorage = (*Store)(nil)
@@ -96,6 +97,21 @@ type work struct {
 }
 
 var workPool = sync.Pool{New: func() any { return new(work) }}
+
+// trim drops scratch a huge input grew (a megabyte label value is encoded
+// before it is refused), so bad input leaves no unaccounted memory behind.
+func (w *work) trim() {
+	const keep = 2 * maxEncodedLabels
+	if cap(w.enc) > keep {
+		w.enc = nil
+	}
+	if cap(w.stored) > keep {
+		w.stored = nil
+	}
+	if cap(w.series) > keep {
+		w.series = nil
+	}
+}
 
 var storeBytes = allocSize(int64(unsafe.Sizeof(Store{})), true)
 
@@ -148,6 +164,11 @@ func (s *Store) AddExemplar(l labels.Labels, e exemplar.Exemplar) error {
 				victim, err = s.add(l, hash, &e) // never panics on input: bad input is an error
 			}
 		}
+		// Whatever add did before it returned (aged exemplars dropped, evictions
+		// for a refused exemplar), other members of the budget must see it: a
+		// stale publication sends them here to evict what is no longer held.
+		s.publish()
+		s.w.trim()
 		s.mu.Unlock()
 		if victim == nil {
 			return err
@@ -223,6 +244,7 @@ func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim 
 		s.newestTs, s.haveNewest = e.Ts, true
 		if s.aging() {
 			s.evictAged()
+			s.syncBytes() // the byte limits below must see what aging freed
 		}
 	}
 	if newNames > 0 {
@@ -392,6 +414,11 @@ func (s *Store) makeRoom(a *addition) error {
 		case s.ring.dropSpare():
 		case s.ring.compactionHelps(a.slots):
 			s.compact()
+		case s.ring.live == 0 && s.ring.holdsPages():
+			// Emptied, the ring still holds the page its head stopped in; judge's
+			// minimalFootprint counts none, and must be right: everything has been
+			// evicted for this exemplar.
+			s.ring.releaseAll()
 		case s.ring.live == 0:
 			return fmt.Errorf("%w: needs %d bytes, MaxBytes is %d", ErrExemplarTooLarge, n, s.lim.maxBytes)
 		default:
@@ -420,6 +447,8 @@ func (s *Store) reserveBudget(a *addition) (reserved int64, victim *Store, err e
 		case v == s:
 			switch {
 			case s.ring.dropSpare():
+			case s.ring.live == 0:
+				s.ring.releaseAll() // victim picks an empty self only for pages it holds
 			case s.ring.compactionHelps(a.slots):
 				s.compact()
 			default:
@@ -494,10 +523,18 @@ func (s *Store) judge(w *work, ser *series, l labels.Labels, e *exemplar.Exempla
 			return false, s.refuse(refusedStaleFull, appended)
 		}
 	}
-	if s.lim.maxBytes > 0 {
-		// Refuse what cannot fit even alone before evicting anything for it.
-		if min := s.minimalFootprint(l, e, len(enc), newNames); min > s.lim.maxBytes {
+	if s.lim.maxBytes > 0 || s.budget != nil {
+		// Refuse what cannot fit even alone before evicting anything for it: the
+		// store's own limit, and what the budget could give it with every other
+		// member evicted down to its floor.
+		min := s.minimalFootprint(l, e, len(enc), newNames)
+		if s.lim.maxBytes > 0 && min > s.lim.maxBytes {
 			return false, fmt.Errorf("%w: needs %d bytes with the store empty, MaxBytes is %d", ErrExemplarTooLarge, min, s.lim.maxBytes)
+		}
+		if s.budget != nil {
+			if room := s.budget.room(s); min > room {
+				return false, fmt.Errorf("%w: needs %d bytes with the store empty, the shared budget can give it at most %d", ErrExemplarTooLarge, min, room)
+			}
 		}
 	}
 	return false, nil
@@ -536,9 +573,11 @@ func (s *Store) nextVictimTs(found bool, l labels.Labels, e *exemplar.Exemplar, 
 	if b := s.budget; b != nil && b.used.Load()+need > b.max {
 		switch v := b.victim(s); {
 		case v == nil:
-			return 0, false // nothing to evict: AddExemplar reports ErrExemplarTooLarge
+			return 0, false // nothing to evict: judge's room check refuses it
 		case v == s:
-			return r.at(r.head).ts, true
+			return r.at(r.head).ts, true // judge calls this only with r.live > 0
+		case v.pubLive.Load() == 0:
+			return 0, false // only pages of an emptied store go: no exemplar
 		default:
 			return v.pubOldest.Load(), true
 		}
@@ -812,17 +851,28 @@ func (s *Store) evictForBudget() {
 	s.mu.Unlock()
 }
 
+// evictForBudgetLocked gives up one step of memory for the budget. It
+// publishes even when it finds nothing to give (the publication the caller
+// chose it by was stale), so the caller's next choice is a different one.
 func (s *Store) evictForBudgetLocked() {
 	b := s.budget
-	if b == nil || s.ring.live == 0 || s.bytes <= b.floor {
+	if b == nil || s.closed || s.bytes <= b.floor {
+		s.publish()
 		return
 	}
 	switch {
 	case s.ring.dropSpare():
+	case s.ring.live == 0:
+		if s.ring.holdsPages() {
+			s.ring.releaseAll()
+		}
 	case s.ring.compactionHelps(0):
 		s.compact()
 	default:
 		s.removeExemplar(s.ring.head, reasonBudget)
+		if s.ring.live == 0 {
+			s.ring.releaseAll() // an emptied victim keeps nothing the budget cannot take back
+		}
 	}
 	s.syncBytes()
 	s.publish()
@@ -841,9 +891,16 @@ func (s *Store) syncBytes() {
 	}
 }
 
+// fixedBytes is what the store holds with no exemplar and no page: itself and
+// its symbol table.
+func (s *Store) fixedBytes() int64 { return storeBytes + s.symBytes }
+
 func (s *Store) publish() {
 	if s.budget == nil {
 		return
+	}
+	if f := s.fixedBytes(); s.pubFixed.Load() != f {
+		s.pubFixed.Store(f)
 	}
 	oldest := int64(math.MaxInt64)
 	if s.ring.live > 0 {
@@ -1175,6 +1232,7 @@ func (s *Store) dropAll() {
 		s.removeExemplar(s.ring.head, reasonCount)
 	}
 	s.compact()
+	s.ring.releaseAll() // a disabled store keeps no page for exemplars it will not take
 	s.syncBytes()
 	s.publish()
 }
