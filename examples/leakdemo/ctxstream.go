@@ -144,11 +144,17 @@ func runChain(ctx context.Context, cfg chainConfig, safe bool) (run chainRun, er
 	}
 	stops = append(stops, func() { _ = qbConn.Close() })
 
-	// A healthy query first: connections up, the baseline taken with them.
+	// A healthy query first: connections up, the baseline taken with them. The query returns
+	// at the EOF its client reads, while the servers' handler goroutines may still be ending:
+	// counted in the baseline, they would hide as many leaked goroutines later.
 	if _, err := topQuery(ctx, qbConn, nil, safe, cfg.respTimeout); err != nil {
 		return run, fmt.Errorf("warm-up query: %w", err)
 	}
-	baseline := runtime.NumGoroutine()
+	handlersDone := func() bool { return st.open.Load() == 0 && qb.open.Load() == 0 }
+	if !waitUntil(ctxSettle, handlersDone) {
+		return run, errors.New("warm-up query: its server handlers did not return")
+	}
+	baseline := settleGoroutines(0, 20*time.Millisecond)
 	start := time.Now()
 	stopSampling := sampleEvery(cfg.outer/40, func() {
 		run.goroutines = append(run.goroutines, point{time.Since(start).Seconds(), float64(runtime.NumGoroutine() - baseline)})
@@ -181,12 +187,35 @@ func runChain(ctx context.Context, cfg chainConfig, safe bool) (run chainRun, er
 	}
 	wg.Wait()
 
-	// Every query has returned. What is still running downstream was leaked.
-	settleGoroutines(baseline, 4*cfg.respTimeout)
+	// Every query has returned. What is still running downstream was leaked. Cancelled
+	// streams end on the servers a moment later (the RST_STREAM has to arrive), so wait for
+	// that, bounded: the naive variant's handlers never end before the stall is released. The
+	// sampler is one goroutine above the baseline while it runs.
+	waitUntil(max(4*cfg.respTimeout, ctxSettle), func() bool {
+		return handlersDone() && runtime.NumGoroutine() <= baseline+1
+	})
 	stopSampling()
 	run.goroutinesLeft = max(0, runtime.NumGoroutine()-baseline)
 	run.storeStreamsOpen = st.open.Load()
 	return run, nil
+}
+
+// ctxSettle bounds the waits for servers to finish what a client has ended: generous, since
+// on a loaded machine it is scheduling, not the library, that decides how long it takes.
+const ctxSettle = 2 * time.Second
+
+// waitUntil polls cond until it holds or limit has passed, and returns its last value.
+func waitUntil(limit time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for wait := time.Millisecond; ; wait = min(2*wait, 20*time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return cond()
+		}
+		time.Sleep(wait)
+	}
 }
 
 // errClass names an error for the summary.
@@ -276,11 +305,14 @@ type querierB struct {
 	stores      *grpc.ClientConn
 	respTimeout time.Duration
 	safe        bool
+	open        atomic.Int64 // Series calls in progress
 }
 
 const storeTimeoutMessage = "store response timeout"
 
 func (q *querierB) series(req []byte, ss grpc.ServerStream) error {
+	q.open.Add(1)
+	defer q.open.Add(-1)
 	storeReq := func(i int) []byte {
 		r := fmt.Appendf(nil, "store-%d", i)
 		if len(req) > 0 {

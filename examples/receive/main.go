@@ -257,7 +257,7 @@ type bytesFlag int64
 func (b *bytesFlag) String() string { return strconv.FormatInt(int64(*b), 10) }
 
 func (b *bytesFlag) Set(s string) error {
-	mult := int64(1)
+	in, mult := s, int64(1)
 	for _, u := range []struct {
 		suffix string
 		m      int64
@@ -269,7 +269,10 @@ func (b *bytesFlag) Set(s string) error {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < 0 {
-		return fmt.Errorf("invalid size %q", s)
+		return fmt.Errorf("invalid size %q", in)
+	}
+	if n > math.MaxInt64/mult { // would wrap to a negative or tiny budget
+		return fmt.Errorf("size %q is too large", in)
 	}
 	*b = bytesFlag(n * mult)
 	return nil

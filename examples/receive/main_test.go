@@ -43,4 +43,8 @@ func TestSizesParse(t *testing.T) {
 	var b bytesFlag
 	require.Error(t, b.Set("lots"))
 	require.Error(t, b.Set(strings.Repeat("9", 30)))
+	require.Error(t, b.Set("9223372036854775807GiB"), "overflows int64")
+	require.Error(t, b.Set("8589934592GiB"), "2^33 GiB is 2^63 bytes: one past MaxInt64")
+	require.NoError(t, b.Set("8589934591GiB"))
+	require.Equal(t, int64(8589934591)<<30, int64(b))
 }
