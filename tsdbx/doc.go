@@ -70,7 +70,8 @@
 // ErrCompactionInProgress from every method, rather than blocking: Appender()
 // cannot return an error, a blocked push path queues requests without bound,
 // and remote-write clients already retry 5xx. Idle tenants rarely append, so
-// the refusal is rare. The cost is one mutex operation per appender.
+// the refusal is rare. The cost is two mutex operations per appender (open
+// and Commit/Rollback), none per sample.
 //
 // # Limits
 //
@@ -84,7 +85,10 @@
 //     the head: a querier that is never closed blocks compaction forever.
 //     ctx is checked only between phases and block ranges;
 //     leaksafe_tsdbx_compaction_waiting_seconds shows how long a phase has
-//     been running.
+//     been running. Under IdleCompactor, appends through Appendable are
+//     refused for that whole wait (an appender opened before the truncation
+//     ends would write into the range just persisted), so a leaked querier
+//     turns into ErrCompactionInProgress for every push to that DB.
 //   - Prometheus does not persist how far out-of-order chunks were truncated,
 //     so after a restart it reloads already-compacted out-of-order chunks into
 //     the head. They are served once (deduplicated against the blocks) and the

@@ -321,6 +321,12 @@ func TestWaitingMetricShowsCompactionHeldByOpenQuerier(t *testing.T) {
 		t.Fatalf("compaction finished (err=%v) while a querier overlapping the head was open", err)
 	default:
 	}
+	// The gate stays shut while the truncation waits: an appender let in now
+	// would take the pre-truncation min valid time and write into the range
+	// just persisted. A leaked querier therefore refuses appends, too.
+	refused := c.Appendable().Appender(context.Background())
+	require.ErrorIs(t, appendSample(refused, 0, incidentWorkload.start+time.Hour.Milliseconds()), ErrCompactionInProgress)
+	require.NoError(t, refused.Rollback())
 
 	require.NoError(t, q.Close())
 	require.NoError(t, <-done)

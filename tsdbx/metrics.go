@@ -38,7 +38,7 @@ func newIdleMetrics(c *IdleCompactor) *idleMetrics {
 		}, []string{"trigger"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "leaksafe_tsdbx_head_compaction_failures_total",
-			Help: "Full head compactions that returned an error (cancellation excluded), by trigger. The next attempt retries.",
+			Help: "Head compaction attempts that returned an error (cancellation excluded), by trigger, including attempts refused before starting because appenders stayed open past DrainTimeout, which head_compactions_total does not count. The next attempt retries.",
 		}, []string{"trigger"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "leaksafe_tsdbx_head_compaction_duration_seconds",

@@ -146,8 +146,14 @@ func TestConcurrentAppendsRacingIdleCompactionsLoseNoAcknowledgedSample(t *testi
 			defer stopCompacting()
 			var compacted atomic.Int64
 			firstCompaction := make(chan struct{})
+			var firstOnce sync.Once
+			signalFirst := func() { firstOnce.Do(func() { close(firstCompaction) }) }
 			var g errgroup.Group
 			g.Go(func() error {
+				// A compactor that fails before its first compaction must not
+				// leave the writers waiting for it: the test would hang
+				// instead of reporting the error.
+				defer signalFirst()
 				for ctx.Err() == nil && compacted.Load() < compactions {
 					clock.Advance(idleTimeout)
 					ok, err := c.CompactIfIdle(ctx)
@@ -155,7 +161,7 @@ func TestConcurrentAppendsRacingIdleCompactionsLoseNoAcknowledgedSample(t *testi
 						return fmt.Errorf("compaction %d: %w", compacted.Load(), err)
 					}
 					if ok && compacted.Add(1) == 1 {
-						close(firstCompaction)
+						signalFirst()
 					}
 					runtime.Gosched()
 				}
