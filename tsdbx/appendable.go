@@ -107,18 +107,24 @@ var (
 // Appender opens an appender on the DB, or, while a compaction runs, returns
 // one whose every method fails with ErrCompactionInProgress.
 func (a appendable) Appender(ctx context.Context) storage.Appender {
+	if err := a.c.constructed(); err != nil {
+		return rejectedAppender{err}
+	}
 	if !a.c.gate.enter() {
 		a.c.metrics.appendersRejected.Inc()
-		return rejectedAppender{}
+		return rejectedAppender{ErrCompactionInProgress}
 	}
 	return &gatedAppender{Appender: a.c.db.Appender(ctx), transaction: transaction{c: a.c}}
 }
 
 // AppenderV2 is Appender for Prometheus' newer append interface.
 func (a appendable) AppenderV2(ctx context.Context) storage.AppenderV2 {
+	if err := a.c.constructed(); err != nil {
+		return rejectedAppenderV2{err}
+	}
 	if !a.c.gate.enter() {
 		a.c.metrics.appendersRejected.Inc()
-		return rejectedAppenderV2{}
+		return rejectedAppenderV2{ErrCompactionInProgress}
 	}
 	return &gatedAppenderV2{AppenderV2: a.c.db.AppenderV2(ctx), transaction: transaction{c: a.c}}
 }
@@ -222,50 +228,52 @@ func (a *gatedAppenderV2) Rollback() error {
 	return err
 }
 
-// rejectedAppender is handed out while a compaction runs. It never touched the
-// DB, so it holds nothing and needs no Rollback; Commit fails so that a caller
-// ignoring Append's error still does not count the batch as stored.
-type rejectedAppender struct{}
+// rejectedAppender is handed out while a compaction runs (err is
+// ErrCompactionInProgress), or by a zero IdleCompactor (ErrNotConstructed). It
+// never touched the DB, so it holds nothing and needs no Rollback; Commit fails
+// so that a caller ignoring Append's error still does not count the batch as
+// stored.
+type rejectedAppender struct{ err error }
 
 var (
 	_ storage.Appender   = rejectedAppender{}
 	_ storage.AppenderV2 = rejectedAppenderV2{}
 )
 
-func (rejectedAppender) Append(storage.SeriesRef, labels.Labels, int64, float64) (storage.SeriesRef, error) {
-	return 0, ErrCompactionInProgress
+func (r rejectedAppender) Append(storage.SeriesRef, labels.Labels, int64, float64) (storage.SeriesRef, error) {
+	return 0, r.err
 }
 
-func (rejectedAppender) AppendHistogram(storage.SeriesRef, labels.Labels, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
-	return 0, ErrCompactionInProgress
+func (r rejectedAppender) AppendHistogram(storage.SeriesRef, labels.Labels, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	return 0, r.err
 }
 
-func (rejectedAppender) AppendSTZeroSample(storage.SeriesRef, labels.Labels, int64, int64) (storage.SeriesRef, error) {
-	return 0, ErrCompactionInProgress
+func (r rejectedAppender) AppendSTZeroSample(storage.SeriesRef, labels.Labels, int64, int64) (storage.SeriesRef, error) {
+	return 0, r.err
 }
 
-func (rejectedAppender) AppendHistogramSTZeroSample(storage.SeriesRef, labels.Labels, int64, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
-	return 0, ErrCompactionInProgress
+func (r rejectedAppender) AppendHistogramSTZeroSample(storage.SeriesRef, labels.Labels, int64, int64, *histogram.Histogram, *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	return 0, r.err
 }
 
-func (rejectedAppender) AppendExemplar(storage.SeriesRef, labels.Labels, exemplar.Exemplar) (storage.SeriesRef, error) {
-	return 0, ErrCompactionInProgress
+func (r rejectedAppender) AppendExemplar(storage.SeriesRef, labels.Labels, exemplar.Exemplar) (storage.SeriesRef, error) {
+	return 0, r.err
 }
 
-func (rejectedAppender) UpdateMetadata(storage.SeriesRef, labels.Labels, metadata.Metadata) (storage.SeriesRef, error) {
-	return 0, ErrCompactionInProgress
+func (r rejectedAppender) UpdateMetadata(storage.SeriesRef, labels.Labels, metadata.Metadata) (storage.SeriesRef, error) {
+	return 0, r.err
 }
 
 func (rejectedAppender) SetOptions(*storage.AppendOptions) {}
 
-func (rejectedAppender) Commit() error   { return ErrCompactionInProgress }
+func (r rejectedAppender) Commit() error { return r.err }
 func (rejectedAppender) Rollback() error { return nil }
 
-type rejectedAppenderV2 struct{}
+type rejectedAppenderV2 struct{ err error }
 
-func (rejectedAppenderV2) Append(storage.SeriesRef, labels.Labels, int64, int64, float64, *histogram.Histogram, *histogram.FloatHistogram, storage.AppendV2Options) (storage.SeriesRef, error) {
-	return 0, ErrCompactionInProgress
+func (r rejectedAppenderV2) Append(storage.SeriesRef, labels.Labels, int64, int64, float64, *histogram.Histogram, *histogram.FloatHistogram, storage.AppendV2Options) (storage.SeriesRef, error) {
+	return 0, r.err
 }
 
-func (rejectedAppenderV2) Commit() error   { return ErrCompactionInProgress }
+func (r rejectedAppenderV2) Commit() error { return r.err }
 func (rejectedAppenderV2) Rollback() error { return nil }

@@ -73,7 +73,20 @@ func NewIdleCompactor(db *tsdb.DB, o IdleOptions) (*IdleCompactor, error) {
 
 // Unregister removes the compactor's metrics from IdleOptions.Registerer, for
 // when its tenant's DB is closed for good. It does not stop Run.
-func (c *IdleCompactor) Unregister() { c.metrics.unregister() }
+func (c *IdleCompactor) Unregister() {
+	if c.constructed() == nil {
+		c.metrics.unregister()
+	}
+}
+
+// constructed refuses the zero value clearly: it has no DB, clock or gate
+// bookkeeping, and guessing them would hide a wiring mistake.
+func (c *IdleCompactor) constructed() error {
+	if c == nil || c.db == nil {
+		return ErrNotConstructed
+	}
+	return nil
+}
 
 // Appendable returns the DB as a storage.Appendable (and storage.AppendableV2)
 // whose appenders cooperate with compaction:
@@ -92,10 +105,19 @@ func (c *IdleCompactor) Unregister() { c.metrics.unregister() }
 func (c *IdleCompactor) Appendable() storage.Appendable { return appendable{c} }
 
 // Touch marks activity by hand, for appends that do not go through Appendable.
-func (c *IdleCompactor) Touch() { c.lastActivity.Store(c.opts.Now().UnixNano()) }
+func (c *IdleCompactor) Touch() {
+	if c.constructed() == nil {
+		c.lastActivity.Store(c.opts.Now().UnixNano())
+	}
+}
 
 // LastActivity returns the time of the last activity (Touch or successful Commit).
-func (c *IdleCompactor) LastActivity() time.Time { return time.Unix(0, c.lastActivity.Load()) }
+func (c *IdleCompactor) LastActivity() time.Time {
+	if c.constructed() != nil {
+		return time.Time{}
+	}
+	return time.Unix(0, c.lastActivity.Load())
+}
 
 // CompactIfIdle compacts the head (see CompactHead) if nothing was appended for
 // IdleOptions.IdleTimeout and the head holds at least one series. compacted
@@ -103,6 +125,9 @@ func (c *IdleCompactor) LastActivity() time.Time { return time.Unix(0, c.lastAct
 // is false when the DB is busy, its head is empty, ctx has ended, or appenders
 // opened earlier did not finish within DrainTimeout (ErrAppendersInFlight).
 func (c *IdleCompactor) CompactIfIdle(ctx context.Context) (compacted bool, err error) {
+	if err := c.constructed(); err != nil {
+		return false, err
+	}
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
@@ -116,15 +141,21 @@ func (c *IdleCompactor) CompactIfIdle(ctx context.Context) (compacted bool, err 
 // append coordination and metrics as CompactIfIdle: what an ingester calls to
 // flush a tenant before shutdown (Thanos' flushHead).
 func (c *IdleCompactor) CompactNow(ctx context.Context) error {
+	if err := c.constructed(); err != nil {
+		return err
+	}
 	_, err := c.compact(ctx, triggerNow)
 	return err
 }
 
 // Run calls CompactIfIdle every IdleOptions.CheckInterval until ctx ends, then
-// returns nil. A failed compaction is logged, counted in
+// returns nil (ErrNotConstructed at once for a zero IdleCompactor). A failed compaction is logged, counted in
 // leaksafe_tsdbx_head_compaction_failures_total and retried at the next tick.
 // Run starts no goroutine of its own.
 func (c *IdleCompactor) Run(ctx context.Context) error {
+	if err := c.constructed(); err != nil {
+		return err
+	}
 	ticks, stop := c.newTicker(c.opts.CheckInterval)
 	defer stop()
 	for {

@@ -93,6 +93,31 @@ func TestNewIdleCompactorRejectsInvalidOptions(t *testing.T) {
 	}
 }
 
+func TestZeroIdleCompactorIsRefusedNotPanicking(t *testing.T) {
+	ctx := context.Background()
+	for name, c := range map[string]*IdleCompactor{"zero value": {}, "nil pointer": nil} {
+		t.Run(name, func(t *testing.T) {
+			compacted, err := c.CompactIfIdle(ctx)
+			require.ErrorIs(t, err, ErrNotConstructed)
+			require.False(t, compacted)
+			require.ErrorIs(t, c.CompactNow(ctx), ErrNotConstructed)
+			require.ErrorIs(t, c.Run(ctx), ErrNotConstructed)
+			c.Touch()
+			c.Unregister()
+			require.True(t, c.LastActivity().IsZero())
+
+			app := c.Appendable().Appender(ctx)
+			_, err = app.Append(0, labels.FromStrings("a", "b"), 1, 1)
+			require.ErrorIs(t, err, ErrNotConstructed)
+			require.ErrorIs(t, app.Commit(), ErrNotConstructed)
+			appV2 := c.Appendable().(storage.AppendableV2).AppenderV2(ctx)
+			_, err = appV2.Append(0, labels.FromStrings("a", "b"), 0, 1, 1, nil, nil, storage.AppendV2Options{})
+			require.ErrorIs(t, err, ErrNotConstructed)
+			require.ErrorIs(t, appV2.Commit(), ErrNotConstructed)
+		})
+	}
+}
+
 func TestNewIdleCompactorFillsZeroOptionsWithDefaults(t *testing.T) {
 	db := openTestDB(t, dbConfig{})
 	c, err := NewIdleCompactor(db.DB, IdleOptions{})

@@ -25,6 +25,10 @@ var (
 	// ErrInvalidOptions wraps every option validation error of NewIdleCompactor.
 	ErrInvalidOptions = errors.New("tsdbx: invalid options")
 
+	// ErrNotConstructed is returned by the methods of an IdleCompactor that
+	// NewIdleCompactor did not make (a zero value or a nil pointer).
+	ErrNotConstructed = errors.New("tsdbx: IdleCompactor not made by NewIdleCompactor")
+
 	// ErrCompactionInProgress is returned by every method of an appender that
 	// IdleCompactor.Appendable handed out while a compaction of its DB was running.
 	// Nothing was stored; the append is safe to retry once the compaction is over
