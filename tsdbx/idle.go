@@ -20,7 +20,9 @@ import (
 //
 // The caller owns the DB: IdleCompactor never closes it. Stop Run (cancel its
 // context) before closing the DB. One IdleCompactor per DB: two compactors on
-// the same DB would not see each other's appenders.
+// the same DB would not see each other's appenders. Make it with
+// NewIdleCompactor: a zero IdleCompactor refuses every call with
+// ErrNotConstructed (its appenders too) rather than panic.
 type IdleCompactor struct {
 	db      *tsdb.DB
 	opts    IdleOptions
