@@ -45,8 +45,11 @@ const (
 	reasonCount
 )
 
-// interrupts reports whether the ending stops the consumer at once, even with items buffered.
-func (r reason) interrupts() bool { return r >= reasonCanceled }
+// interrupts reports whether the ending stops the consumer at once, even with items buffered:
+// the consumer is gone (cancellation) or asked to stop (Close). A Recv timeout is not one: it
+// says the source stalled, not that the items Eager received before the stall are unwanted, so
+// they are handed out first, as Lazy would have returned them, however slow the consumer.
+func (r reason) interrupts() bool { return r == reasonCanceled || r == reasonClosed }
 
 type ending struct {
 	reason reason

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 	"weak"
 
@@ -111,6 +112,25 @@ func TestRecvTimeoutEndsStalledRecvWithErrRecvTimeout(t *testing.T) {
 			require.EqualValues(t, 1, src.closes.Load(), "the timeout released the stalled Recv")
 			require.NoError(t, it.Close())
 			require.EqualValues(t, 1, src.closes.Load())
+		})
+	}
+}
+
+// A Recv timeout says the source stalled, not that what came before is unwanted: items Eager
+// prefetched before the stall are handed out first, however late the consumer asks, exactly
+// as Lazy would have returned them. (synctest: the consumer's minute passes at once.)
+func TestRecvTimeoutStillHandsOutItemsReceivedBeforeTheStall(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				src := stallingAfter(seq(3))
+				it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(time.Second))
+				defer it.Close()
+				time.Sleep(time.Minute) // the consumer is busy before its first Next
+				require.Equal(t, seq(3), collect(it))
+				require.ErrorIs(t, it.Err(), ctxstream.ErrRecvTimeout)
+				require.EqualValues(t, 1, src.closes.Load(), "the timeout released the stalled Recv")
+			})
 		})
 	}
 }

@@ -77,7 +77,7 @@ func (it *Iter[T]) produce(ring []T) {
 	defer close(e.done)
 	var tail uint64
 	for {
-		if it.halt.Load() {
+		if it.ending.Load() != nil { // not only halt: a Recv timeout ends the stream without it
 			return
 		}
 		if tail-e.headSeen >= e.size {
@@ -196,6 +196,15 @@ func (it *Iter[T]) eagerWait() bool {
 			w := it.end(interruptedBy(context.Cause(it.life)))
 			if w.reason.interrupts() {
 				return it.stop(it.haltErr())
+			}
+			if w.reason == reasonTimeout {
+				// Items received before the stalled Recv are still the consumer's. The producer
+				// may be stuck in that Recv (no closer): do not wait for it.
+				if t := e.tail.Load(); t != e.h {
+					e.snap = t
+					return true
+				}
+				return it.stop(w.err)
 			}
 			// The producer ended the stream itself (EOF or error) and cancelled life on its way
 			// out; it is past Recv and about to close done.
