@@ -58,8 +58,10 @@
 // MaxTotal, a free handle keeps its budget as parked credit, so the next Get
 // of a same-sized lease touches no shared memory either; parked credit is
 // reclaimed, by a walk over all records, only when a Get would otherwise be
-// refused. Track costs a stack capture and a few small allocations per Get
-// (microseconds): it is for tests and debugging. BENCHMARKS.md has figures.
+// refused, and while that Get walks, Puts give their credit back instead of
+// parking it, so a Get the budget can hold is not refused. Track costs a
+// stack capture and a few small allocations per Get (microseconds): it is
+// for tests and debugging. BENCHMARKS.md has figures.
 //
 // # Limits and trade-offs
 //
@@ -67,11 +69,13 @@
 // into the pool's own record of it, and the record is reused for a later
 // lease. A second Put of a lease is caught, exactly, as long as that record
 // has not been leased again; once it has, the stale Put looks like the new
-// holder's and ends that lease early, whose array can then reach two users.
-// Counters alone cannot tell the two apart; making each lease a fresh
-// pointer costs an allocation per Get. Track does exactly that: every
-// tracked lease is a new pointer, so every double or foreign Put is caught
-// and reported with the stack of the Get, the first Put and the bad Put.
+// holder's and ends that lease early, whose array can then reach two users
+// (unless the new lease is one TrackEvery tracks: its holder has a different
+// pointer, and the stale Put is caught). Counters alone cannot tell the two
+// apart; making each lease a fresh pointer costs an allocation per Get.
+// Track does exactly that: every tracked lease is a new pointer, so every
+// double or foreign Put is caught and reported with the stack of the Get,
+// the first Put and the bad Put.
 // Run tests with Track; run production canaries with TrackEvery.
 //
 // Untracked leases are not watched by the garbage collector: a lost one
@@ -90,6 +94,6 @@
 //
 // Stats reads the records one after another: each field is exact when the
 // pool is quiet, and under traffic the snapshot may mix instants. Gets and
-// Puts wrap after 2^54 leases of one record; Prometheus reads that as a
+// Puts wrap after 2^53 leases of one record; Prometheus reads that as a
 // counter reset.
 package pool

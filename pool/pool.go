@@ -35,6 +35,12 @@ type Pool[T any] struct {
 	trackEvery uint32
 	maxElems   int // largest n Get accepts: beyond it make would panic
 
+	// starving counts Gets that avail could not pay and that are taking
+	// back parked credit; while it is not 0, Put does not keep credit. It
+	// sits with the read-only fields: Put reads it, and only a Get about to
+	// be refused writes it.
+	starving atomic.Int32
+
 	// avail is the part of MaxTotal not reserved by any record. A record
 	// reserves its lease's charge and, once free, keeps it as parked credit
 	// so the next Get on the same handle touches no shared memory.
@@ -81,14 +87,17 @@ type record[T any] struct {
 //	           of bucket idx stays reserved for the next Get on this handle
 //	bits 2-9   idx: the bucket of the lease (or of the parked credit);
 //	           bigBucket for a lease above MaxSize, charged rec.big
-//	bits 10-63 leases handed out by this record, ever (wraps after 2^54,
+//	bit 10     tracked: the lease was handed out as a tracker's box, not
+//	           as &record.buf, so only the box's Put may end it
+//	bits 11-63 leases handed out by this record, ever (wraps after 2^53,
 //	           which Prometheus reads as a counter reset)
 const (
 	leasedBit  = 1
 	creditBit  = 2
 	idxShift   = 2
 	idxMask    = 0xff << idxShift
-	countShift = 10
+	trackedBit = 1 << 10
+	countShift = 11
 	countOne   = 1 << countShift
 	lowMask    = countOne - 1
 	bigBucket  = 0xff
@@ -185,14 +194,20 @@ const (
 //
 // The capacity handed out is the bucket size for n (n itself above MaxSize);
 // that capacity is what InUse and MaxTotal count.
+//
+// A negative n, or one make would refuse, is an error wrapping
+// ErrInvalidSize. Without MaxTotal nothing else bounds n: like make, a Get
+// of more memory than the machine has crashes the process. When n comes
+// from data (a chunk length read from an index), set MaxTotal: a Get whose
+// charge exceeds it is refused before anything is allocated.
 func (p *Pool[T]) Get(n int) (*[]T, error) { return p.get(n, 1) }
 
 func (p *Pool[T]) get(n int, skip int) (*[]T, error) {
-	h, err := p.acquire(n)
+	h, tracked, err := p.acquire(n)
 	if err != nil {
 		return nil, err
 	}
-	if p.tracker != nil && (p.track || p.sample(h)) {
+	if tracked {
 		return p.tracker.lease(h, skip+1), nil
 	}
 	rec := h.rec
@@ -224,16 +239,18 @@ func (p *Pool[T]) sample(h *handle[T]) bool {
 }
 
 // acquire finds a handle with an array of the right capacity and charges
-// its record; the record is leased when acquire returns.
-func (p *Pool[T]) acquire(n int) (*handle[T], error) {
+// its record; the record is leased when acquire returns, and tracked says
+// whether the lease must be handed out by the tracker. That is decided here,
+// so the state word says it from the instant the record is leased: a stale
+// Put of the record's previous, untracked lease can then never end it.
+func (p *Pool[T]) acquire(n int) (h *handle[T], tracked bool, err error) {
 	if n < 0 || n > p.maxElems || p.sizes == nil {
 		if p.sizes == nil {
-			return nil, fmt.Errorf("%w: zero Pool; build one with New", ErrInvalidOptions)
+			return nil, false, fmt.Errorf("%w: zero Pool; build one with New", ErrInvalidOptions)
 		}
-		return nil, fmt.Errorf("%w: pool %q: Get(%d)", ErrInvalidSize, p.name, n)
+		return nil, false, fmt.Errorf("%w: pool %q: Get(%d)", ErrInvalidSize, p.name, n)
 	}
 	i := p.bucketFor(n)
-	var h *handle[T]
 	if i < len(p.sizes) {
 		if v := p.buckets[i].Get(); v != nil {
 			h = v.(*handle[T])
@@ -248,12 +265,17 @@ func (p *Pool[T]) acquire(n int) (*handle[T], error) {
 	if i == bigBucket {
 		rec.big.Store(int64(n))
 	}
+	tracked = p.tracker != nil && (p.track || p.sample(h))
+	lease := uint64(i)<<idxShift | leasedBit
+	if tracked {
+		lease |= trackedBit
+	}
 	if p.maxTotal == 0 {
 		s := rec.state.Load() // free, no credit: only this goroutine holds h
-		rec.state.Store(s&^lowMask + countOne | uint64(i)<<idxShift | leasedBit)
-	} else if err := p.chargeBudget(rec, i, n); err != nil {
+		rec.state.Store(s&^lowMask + countOne | lease)
+	} else if err := p.chargeBudget(rec, i, n, lease); err != nil {
 		p.park(h)
-		return nil, err
+		return nil, false, err
 	}
 	if h.buf == nil {
 		c := n
@@ -263,7 +285,7 @@ func (p *Pool[T]) acquire(n int) (*handle[T], error) {
 		h.buf = make([]T, 0, c)
 		h.bucket = i
 	}
-	return h, nil
+	return h, tracked, nil
 }
 
 // bucketFor returns the smallest bucket whose capacity is >= n, or
@@ -309,15 +331,28 @@ func (p *Pool[T]) bucketFilledBy(c int) int {
 // chargeBudget moves the lease's charge from the record's parked credit and,
 // for the rest, from avail, with compare-and-swap so the sum of charges never
 // passes MaxTotal, not even for an instant.
-func (p *Pool[T]) chargeBudget(rec *record[T], i int, n int) error {
+// lease is the low bits of the leased state (see record).
+func (p *Pool[T]) chargeBudget(rec *record[T], i int, n int, lease uint64) error {
 	charge := int64(n)
 	if i != bigBucket {
 		charge = int64(p.sizes[i])
 	}
-	reclaimed := false
+	if p.tryCharge(rec, charge, lease) || (charge <= p.maxTotal && p.chargeStarved(rec, charge, lease)) {
+		return nil
+	}
+	p.exhausted.Add(1)
+	inUse := p.maxTotal - p.avail.Load()
+	return fmt.Errorf("%w: pool %q: Get(%d) needs %d elements, %d of MaxTotal %d in use",
+		ErrExhausted, p.name, n, charge, inUse, p.maxTotal)
+}
+
+// tryCharge leases rec (state low bits lease) at charge, paid from the
+// record's own parked credit and, for the rest, from avail. It fails,
+// leaving rec free, when avail cannot pay the rest.
+func (p *Pool[T]) tryCharge(rec *record[T], charge int64, lease uint64) bool {
 	for {
 		s := rec.state.Load()
-		leased := s&^lowMask + countOne | uint64(i)<<idxShift | leasedBit
+		leased := s&^lowMask + countOne | lease
 		var credit int64
 		if s&creditBit != 0 {
 			credit = p.chargeOf(rec, s)
@@ -327,28 +362,46 @@ func (p *Pool[T]) chargeBudget(rec *record[T], i int, n int) error {
 				if credit > charge {
 					p.avail.Add(credit - charge)
 				}
-				return nil
+				return true
 			}
 			continue
 		}
 		need := charge - credit
-		if charge <= p.maxTotal && p.take(need) {
-			if rec.state.CompareAndSwap(s, leased) {
-				return nil
-			}
-			p.avail.Add(need)
-			continue
+		if !p.take(need) {
+			return false
 		}
-		if !reclaimed && charge <= p.maxTotal {
-			p.reclaim()
-			reclaimed = true
-			continue
+		if rec.state.CompareAndSwap(s, leased) {
+			return true
 		}
-		p.exhausted.Add(1)
-		inUse := p.maxTotal - p.avail.Load()
-		return fmt.Errorf("%w: pool %q: Get(%d) needs %d elements, %d of MaxTotal %d in use",
-			ErrExhausted, p.name, n, charge, inUse, p.maxTotal)
+		p.avail.Add(need)
 	}
+}
+
+// maxReclaims bounds the walks one starved Get makes over the records.
+const maxReclaims = 3
+
+// chargeStarved is tryCharge for a Get that avail could not pay: it takes
+// back the credit parked in free records and tries again. While it runs,
+// Puts give their charge back to avail instead of parking it (see release):
+// otherwise other goroutines cycling their leases would park again, behind
+// the walk, the credit it just took back, and a Get the budget can hold
+// would be refused (under -race, where sync.Pool drops handles with their
+// credit, one large Get in seven was). The walk repeats, a few times at
+// most, while it still finds credit: a Put's credit can be on its way back
+// to avail while the walk passes.
+func (p *Pool[T]) chargeStarved(rec *record[T], charge int64, lease uint64) bool {
+	p.starving.Add(1)
+	defer p.starving.Add(-1)
+	for range maxReclaims {
+		got := p.reclaim()
+		if p.tryCharge(rec, charge, lease) {
+			return true
+		}
+		if got == 0 {
+			return false
+		}
+	}
+	return false
 }
 
 func (p *Pool[T]) take(need int64) bool {
@@ -363,26 +416,30 @@ func (p *Pool[T]) take(need int64) bool {
 	}
 }
 
-// reclaim returns every free record's parked credit to avail. It walks all
-// records, so it runs only when a Get would otherwise fail.
-func (p *Pool[T]) reclaim() {
+// reclaim returns every free record's parked credit to avail, and how much
+// that was. It walks all records, so it runs only when a Get would otherwise
+// fail.
+func (p *Pool[T]) reclaim() int64 {
+	var got int64
 	for _, sl := range p.allSlabs() {
 		for i := range sl.recs {
-			p.dropCredit(&sl.recs[i])
+			got += p.dropCredit(&sl.recs[i])
 		}
 	}
+	return got
 }
 
-// dropCredit returns rec's parked credit, if any, to avail.
-func (p *Pool[T]) dropCredit(rec *record[T]) {
+// dropCredit returns rec's parked credit, if any, to avail, and how much.
+func (p *Pool[T]) dropCredit(rec *record[T]) int64 {
 	for {
 		s := rec.state.Load()
 		if s&creditBit == 0 || s&leasedBit != 0 {
-			return
+			return 0
 		}
 		if rec.state.CompareAndSwap(s, s&^creditBit) {
-			p.avail.Add(p.chargeOf(rec, s))
-			return
+			c := p.chargeOf(rec, s)
+			p.avail.Add(c)
+			return c
 		}
 	}
 }
@@ -493,7 +550,7 @@ func (p *Pool[T]) Put(b *[]T) {
 		return
 	}
 	if rec := p.lookup(b); rec != nil {
-		p.release(rec, b, 1)
+		p.release(rec, b, 0, 1)
 		return
 	}
 	if p.tracker != nil && p.tracker.put(p, b) {
@@ -503,19 +560,24 @@ func (p *Pool[T]) Put(b *[]T) {
 }
 
 // release ends the lease held by rec and returns its array to the buckets;
-// b is what the holder passed to Put. Only the state word is read before the
+// b is what the holder passed to Put, and tracked is trackedBit when b is a
+// tracker's box, else 0. Only the state word is read before the
 // compare-and-swap that ends the lease, so of two racing Puts of one lease
 // the loser touches nothing the winner writes. skip counts the pool frames
 // from release's caller up to the user's Put.
-func (p *Pool[T]) release(rec *record[T], b *[]T, skip int) {
+func (p *Pool[T]) release(rec *record[T], b *[]T, tracked uint64, skip int) {
 	var s, free uint64
 	for {
 		s = rec.state.Load()
-		if s&leasedBit == 0 {
+		if s&leasedBit == 0 || s&trackedBit != tracked {
+			// Not leased, or leased as a box while b is &rec.buf: b is a
+			// stale pointer from an earlier, untracked lease of rec (with
+			// TrackEvery), put a second time. Ending the box's lease would
+			// hand its array to a second caller.
 			p.badPut(badDouble, skip+1)
 			return
 		}
-		free = s &^ leasedBit
+		free = s &^ (leasedBit | trackedBit)
 		if p.maxTotal > 0 && stateIdx(s) != bigBucket {
 			free |= creditBit // keep the budget for the next Get of this handle
 		}
@@ -523,8 +585,16 @@ func (p *Pool[T]) release(rec *record[T], b *[]T, skip int) {
 			break
 		}
 	}
-	if p.maxTotal > 0 && free&creditBit == 0 {
+	switch {
+	case p.maxTotal == 0:
+	case free&creditBit == 0:
 		p.avail.Add(p.chargeOf(rec, s))
+	case p.starving.Load() != 0:
+		// A Get is taking back parked credit and its walk may have passed
+		// rec already: give the credit back to avail, or it would be refused
+		// a budget that is free. Reading starving after parking means no
+		// credit escapes a walk that began after starving was raised.
+		p.dropCredit(rec)
 	}
 	h := rec.handle
 	rec.handle = nil

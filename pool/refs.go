@@ -170,5 +170,5 @@ func (r *Refs) Check() error {
 	writeGroups(&b, leaked, func(g *counted[stack]) string {
 		return fmt.Sprintf("%d never released (release garbage-collected), acquired at:", g.n)
 	})
-	return &leakError{msg: strings.TrimRight(b.String(), "\n"), leak: true}
+	return &leakError{msg: strings.TrimRight(b.String(), "\n"), leak: true, final: n == 0}
 }

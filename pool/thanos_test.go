@@ -175,6 +175,56 @@ func TestBudgetParkedInFreeLeasesIsReclaimedBeforeRefusing(t *testing.T) {
 	require.NoError(t, p.Check())
 }
 
+// The other side of the budget: a Get it can hold is never refused, even
+// while other goroutines cycle their leases through the credit that free
+// handles park. Four workers each hold at most one small lease while one
+// more keeps taking the rest of the budget in one large lease: every Get
+// fits, so none may fail. (Before Put stopped parking credit while a Get
+// was starved, one large Get in seven failed here under -race.)
+func TestGetTheBudgetCanHoldIsNeverRefusedUnderChurn(t *testing.T) {
+	const small, large, workers = 1 << 10, 32 << 10, 4
+	p := newPool[byte](t, Options{MinSize: small, MaxSize: large, Factor: 2, MaxTotal: large + workers*small})
+	iters := 20000
+	if raceEnabled {
+		iters = 4000
+	}
+	var done atomic.Int32
+	errs := make(chan error, workers+1)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			defer done.Add(1)
+			for range iters {
+				b, err := p.Get(small)
+				if err != nil {
+					errs <- err
+					return
+				}
+				p.Put(b)
+			}
+		})
+	}
+	largeGets := 0
+	for done.Load() < workers {
+		b, err := p.Get(large)
+		if err != nil {
+			errs <- err
+			break
+		}
+		largeGets++
+		p.Put(b)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err, "after %d large Gets", largeGets)
+	}
+	st := p.Stats()
+	require.Zero(t, st.Exhausted)
+	require.Equal(t, st.Gets, st.Puts)
+	require.Equal(t, int64(workers*iters+largeGets), st.Gets)
+}
+
 // (c) BucketedPool un-charges a slice at its size at Put time. A slice that
 // grew while leased un-charges more than it was charged, and the counter is
 // clamped at zero, hiding the leases still out. Here each lease remembers

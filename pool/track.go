@@ -247,7 +247,7 @@ func (t *tracker[T]) put(p *Pool[T], b *[]T) bool {
 	}
 	e.put = &st
 	sh.mu.Unlock()
-	p.release(e.rec, b, 2)
+	p.release(e.rec, b, trackedBit, 2)
 	return true
 }
 
@@ -268,10 +268,10 @@ func (p *Pool[T]) boxFinalized(box *[]T) {
 	rec := e.rec
 	for {
 		s := rec.state.Load()
-		if s&leasedBit == 0 {
+		if s&leasedBit == 0 || s&trackedBit == 0 {
 			return
 		}
-		if rec.state.CompareAndSwap(s, s&^leasedBit) {
+		if rec.state.CompareAndSwap(s, s&^(leasedBit|trackedBit)) {
 			charge := p.chargeOf(rec, s)
 			if p.maxTotal > 0 {
 				p.avail.Add(charge)
@@ -357,9 +357,10 @@ func (p *Pool[T]) Check() error {
 		fmt.Fprintf(&b, "%s at other stacks\n", plural(badOther, "more bad Put"))
 	}
 	return &leakError{
-		msg:  strings.TrimRight(b.String(), "\n"),
-		leak: st.Outstanding > 0 || st.Leaked > 0,
-		bad:  st.BadPuts > 0,
+		msg:   strings.TrimRight(b.String(), "\n"),
+		leak:  st.Outstanding > 0 || st.Leaked > 0,
+		bad:   st.BadPuts > 0,
+		final: st.Outstanding == 0,
 	}
 }
 
@@ -379,7 +380,7 @@ func (p *Pool[T]) outstandingByStack() ([]*counted[stack], int64) {
 				continue
 			}
 			v := e.rec.state.Load()
-			if v&leasedBit == 0 {
+			if v&leasedBit == 0 || v&trackedBit == 0 {
 				continue
 			}
 			tally(&m, e.get, p.chargeOf(e.rec, v))

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -67,9 +68,11 @@ func TestSampledTrackingKeepsStacksForSomeLeases(t *testing.T) {
 	require.NotNil(t, m, msg)
 	sampled, _ := strconv.Atoi(m[1])
 	require.Contains(t, msg, fmt.Sprintf("track_test.go:%d", line))
-	// With 1 in 10 tracked, none sampled out of 1000 has probability 0.9^1000 ≈ 2e-46.
-	require.Positive(t, sampled)
-	require.Less(t, sampled, 1000)
+	// 1000 new handles, each first lease tracked with probability 1/10: the
+	// count is Binomial(1000, 0.1), mean 100, sd 9.5; outside [40, 200] has
+	// probability below 1e-9.
+	require.GreaterOrEqual(t, sampled, 40)
+	require.LessOrEqual(t, sampled, 200)
 	require.Contains(t, msg, fmt.Sprintf("%d leases more without a stack (TrackEvery tracks 1 lease in 10)", 1000-sampled))
 
 	for _, b := range held {
@@ -77,6 +80,30 @@ func TestSampledTrackingKeepsStacksForSomeLeases(t *testing.T) {
 	}
 	st := p.Stats()
 	require.Equal(t, int64(1000), st.Puts)
+	require.Zero(t, st.BadPuts)
+	require.NoError(t, p.Check())
+}
+
+// A busy handle, leased over and over, is tracked 1 lease in TrackEvery too,
+// not only on its first lease.
+func TestSampledTrackingTracksOneLeaseInNOfABusyHandle(t *testing.T) {
+	p := newPool[byte](t, Options{MinSize: 128, MaxSize: 128, Factor: 2, TrackEvery: 10})
+	const leases = 10000
+	tracked := 0
+	for range leases {
+		b, err := p.Get(100)
+		require.NoError(t, err)
+		if p.lookup(b) == nil { // not &record.buf: a tracker's box
+			tracked++
+		}
+		p.Put(b)
+	}
+	// Binomial(10000, 0.1): mean 1000, sd 30; outside [700, 1300] has
+	// probability below 1e-20.
+	require.GreaterOrEqual(t, tracked, 700)
+	require.LessOrEqual(t, tracked, 1300)
+	st := p.Stats()
+	require.Equal(t, int64(leases), st.Puts)
 	require.Zero(t, st.BadPuts)
 	require.NoError(t, p.Check())
 }
@@ -185,4 +212,50 @@ func TestPooledMemoryIsReturnedToTheHeapAfterGC(t *testing.T) {
 	require.Greater(t, heap(), before+32<<20, "the arrays are pooled after Put")
 	collectUntil(t, func() bool { return heap() < before+4<<20 })
 	require.NoError(t, p.Check())
+}
+
+// With TrackEvery, a record's untracked lease and its next, tracked lease are
+// different pointers (&record.buf and a box), so a second Put of the first
+// can be told from the second's Put: it is a bad Put, and the tracked lease
+// stays out, its array with its holder alone.
+func TestStalePutOfAnUntrackedLeaseCannotEndTheSampledLeaseAfterIt(t *testing.T) {
+	p := newPool[byte](t, Options{MinSize: 64, MaxSize: 64, Factor: 2, TrackEvery: 2})
+	var stale, sampled *[]byte
+	for range 10000 {
+		u, err := p.Get(64)
+		require.NoError(t, err)
+		rec := p.lookup(u) // nil when u itself is tracked
+		p.Put(u)
+		if rec == nil {
+			continue
+		}
+		b, err := p.Get(64)
+		require.NoError(t, err)
+		if p.lookup(b) == nil && rec.state.Load()&leasedBit != 0 {
+			stale, sampled = u, b // b is tracked, on the record u was
+			break
+		}
+		p.Put(b)
+	}
+	require.NotNil(t, sampled, "never got a tracked lease on the record of an untracked one")
+	before := p.Stats()
+
+	p.Put(stale)
+	st := p.Stats()
+	require.Equal(t, before.BadPuts+1, st.BadPuts)
+	require.Equal(t, int64(1), st.Outstanding, "the sampled lease is still out")
+	require.Equal(t, before.Puts, st.Puts)
+	other, err := p.Get(64)
+	require.NoError(t, err)
+	require.NotSame(t, unsafe.SliceData((*sampled)[:1]), unsafe.SliceData((*other)[:1]), "the sampled lease's array went to a second caller")
+	p.Put(other)
+
+	p.Put(sampled)
+	st = p.Stats()
+	require.Zero(t, st.Outstanding)
+	require.Equal(t, before.BadPuts+1, st.BadPuts, "the sampled lease's own Put is good")
+	err = p.Check()
+	require.ErrorIs(t, err, ErrBadPut)
+	require.NotErrorIs(t, err, ErrLeak)
+	require.ErrorContains(t, err, "1 Put of a lease already Put")
 }

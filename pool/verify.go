@@ -17,6 +17,10 @@ var ErrBadPut = errors.New("bad put")
 type leakError struct {
 	msg       string
 	leak, bad bool
+	// final: nothing is still held; what is reported (bad Puts, leases or
+	// holders already garbage-collected) is history that waiting cannot
+	// change.
+	final bool
 }
 
 func (e *leakError) Error() string { return e.msg }
@@ -62,11 +66,12 @@ func VerifyNone(t TestingT, cs ...Checker) {
 }
 
 // settle retries c.Check with backoff while it fails, up to verifyBudget.
-// A bad Put never heals, so it is reported at once.
+// Bad Puts and collected leases never heal: once nothing else is reported
+// they are reported at once.
 func settle(c Checker) error {
 	err := c.Check()
 	deadline := time.Now().Add(verifyBudget)
-	for wait := time.Millisecond; err != nil && !onlyBadPuts(err) && time.Now().Before(deadline); wait = min(2*wait, 100*time.Millisecond) {
+	for wait := time.Millisecond; err != nil && !isFinal(err) && time.Now().Before(deadline); wait = min(2*wait, 100*time.Millisecond) {
 		runtime.GC() // let cleanups report tracked leases that became garbage
 		time.Sleep(wait)
 		err = c.Check()
@@ -74,6 +79,7 @@ func settle(c Checker) error {
 	return err
 }
 
-func onlyBadPuts(err error) bool {
-	return errors.Is(err, ErrBadPut) && !errors.Is(err, ErrLeak)
+func isFinal(err error) bool {
+	var le *leakError
+	return errors.As(err, &le) && le.final
 }
