@@ -61,8 +61,20 @@ var (
 	endedByClose = &ending{reason: reasonClosed}
 )
 
-func interruptedBy(cause error) *ending {
-	if errors.Is(cause, ErrRecvTimeout) {
+// recvTimeoutError is the cause an iterator gives its own derived context when one of its
+// Recv calls timed out. Only that very value counts as a timeout: a caller may well cancel ctx
+// with a cause that wraps ErrRecvTimeout (a querier passing a store's error on), and that is a
+// cancellation, which stops the consumer at once and is counted as such.
+type recvTimeoutError struct{ d time.Duration }
+
+func (e *recvTimeoutError) Error() string {
+	return fmt.Sprintf("%v: no item within %v", ErrRecvTimeout, e.d)
+}
+
+func (e *recvTimeoutError) Unwrap() error { return ErrRecvTimeout }
+
+func (it *Iter[T]) interruptedBy(cause error) *ending {
+	if it.timedOut != nil && cause == error(it.timedOut) {
 		return &ending{reason: reasonTimeout, err: cause}
 	}
 	return &ending{reason: reasonCanceled, err: cause}
@@ -100,6 +112,7 @@ type Iter[T any] struct {
 	stopAfter   func() bool
 	timer       *time.Timer
 	recvTimeout time.Duration
+	timedOut    *recvTimeoutError // the cause recvTimedOut cancels life with
 	closer      func() error
 	metrics     *Metrics
 
@@ -147,6 +160,7 @@ func (it *Iter[T]) start(ctx context.Context, src Source[T], c config, derive bo
 	}
 	if c.recvTimeout > 0 {
 		it.recvTimeout = c.recvTimeout
+		it.timedOut = &recvTimeoutError{d: c.recvTimeout}
 		it.timer = time.AfterFunc(c.recvTimeout, it.recvTimedOut)
 		it.timer.Stop()
 	}
@@ -170,13 +184,13 @@ func (it *Iter[T]) fail(err error) {
 
 // interrupt ends the stream because its context ended or a Recv timed out. It runs from
 // context.AfterFunc, so possibly while Recv is blocked on another goroutine.
-func (it *Iter[T]) interrupt() { it.end(interruptedBy(context.Cause(it.life))) }
+func (it *Iter[T]) interrupt() { it.end(it.interruptedBy(context.Cause(it.life))) }
 
 // recvTimedOut fires when a Recv has run for recvTimeout. It cancels life with a cause, and
 // the AfterFunc on life does the rest: a timeout is told apart from cancellation by
 // context.Cause, never by reading a timer's channel (Thanos #7553 waited on a nil one).
 func (it *Iter[T]) recvTimedOut() {
-	it.cancelLife(fmt.Errorf("%w: no item within %v", ErrRecvTimeout, it.recvTimeout))
+	it.cancelLife(it.timedOut)
 }
 
 // end records why the stream ended (the first caller wins) and releases the source exactly
@@ -235,9 +249,9 @@ func (it *Iter[T]) haltErr() error {
 func (it *Iter[T]) recvEnding(err error) *ending {
 	switch {
 	case it.ctx.Err() != nil:
-		return it.end(interruptedBy(context.Cause(it.ctx)))
+		return it.end(it.interruptedBy(context.Cause(it.ctx)))
 	case it.life.Err() != nil:
-		return it.end(interruptedBy(context.Cause(it.life)))
+		return it.end(it.interruptedBy(context.Cause(it.life)))
 	case err == io.EOF:
 		return it.end(endedByEOF)
 	default:

@@ -3,6 +3,7 @@ package ctxstream_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"runtime"
@@ -133,6 +134,61 @@ func TestRecvTimeoutStillHandsOutItemsReceivedBeforeTheStall(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A caller may cancel ctx with a cause that wraps ErrRecvTimeout: a querier passing on the
+// error of a store that timed out, even that store iterator's own Err. For every other stream
+// on ctx that is a cancellation, not a timeout of its own: the consumer stops at once though
+// Eager holds items received before, and the metrics count it under reason="canceled".
+func TestCallerCauseWrappingErrRecvTimeoutIsACancellation(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				wrapped := fmt.Errorf("x: %w", ctxstream.ErrRecvTimeout)
+				stalled := stallingAfter(nil)
+				other := ctxstream.Lazy(context.Background(), stalled, ctxstream.WithCloser(stalled.Close), ctxstream.WithRecvTimeout(time.Second))
+				require.False(t, other.Next())
+				require.ErrorIs(t, other.Err(), ctxstream.ErrRecvTimeout, "another stream's own timeout")
+
+				for _, cause := range []error{wrapped, other.Err()} {
+					reg := prometheus.NewRegistry()
+					m, err := ctxstream.NewMetrics(reg)
+					require.NoError(t, err)
+					ctx, cancel := context.WithCancelCause(context.Background())
+					src := stallingAfter(seq(3))
+					it := impl.new(ctx, src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(time.Hour), ctxstream.WithMetrics(m))
+					require.True(t, it.Next())
+					synctest.Wait() // Eager has received what its buffer holds and stalls in Recv
+					cancel(cause)
+					synctest.Wait() // the context's AfterFunc has run
+					require.Empty(t, collect(it), "%v: items after the cancellation", cause)
+					require.Equal(t, cause, it.Err())
+					require.EqualValues(t, 1, src.closes.Load())
+					require.Equal(t, map[string]float64{"canceled": 1}, endedByReason(t, reg), "%v", cause)
+					require.NoError(t, it.Close())
+				}
+			})
+		})
+	}
+}
+
+// endedByReason returns the non-zero ctxstream_streams_ended_total counters by reason.
+func endedByReason(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "ctxstream_streams_ended_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if v := m.GetCounter().GetValue(); v != 0 {
+				out[m.GetLabel()[0].GetValue()] = v
+			}
+		}
+	}
+	return out
 }
 
 // slowConsumer's source answers at once; only the consumer is slow.

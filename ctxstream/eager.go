@@ -89,7 +89,7 @@ func (it *Iter[T]) produce(ring []T) {
 				select {
 				case <-e.space:
 				case <-it.life.Done():
-					it.end(interruptedBy(context.Cause(it.life)))
+					it.end(it.interruptedBy(context.Cause(it.life)))
 					return
 				}
 			}
@@ -146,7 +146,7 @@ func (it *Iter[T]) nextEager() bool {
 
 // ctxEnded is the consumer's verdict when it finds the caller's context done.
 func (it *Iter[T]) ctxEnded() error {
-	w := it.end(interruptedBy(context.Cause(it.ctx)))
+	w := it.end(it.interruptedBy(context.Cause(it.ctx)))
 	switch w.reason {
 	case reasonCanceled, reasonTimeout:
 		return w.err
@@ -193,7 +193,7 @@ func (it *Iter[T]) eagerWait() bool {
 			return it.stop(it.ending.Load().err) // the producer exits only after an ending
 		case <-it.life.Done():
 			e.cwaiting.Store(false)
-			w := it.end(interruptedBy(context.Cause(it.life)))
+			w := it.end(it.interruptedBy(context.Cause(it.life)))
 			if w.reason.interrupts() {
 				return it.stop(it.haltErr())
 			}
