@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,6 +126,10 @@ type Iter[T any] struct {
 	merge *mergeState[T]
 }
 
+// afterFunc is time.AfterFunc; a test replaces it to stand for a goroutine preempted just after
+// creating the Recv timer.
+var afterFunc = time.AfterFunc
+
 // checkEvery bounds how many items Next may still return after the context ended, for a
 // source that never blocks: the hot path reads an atomic flag set by context.AfterFunc, and
 // looks at ctx.Err() itself once every checkEvery items, in case that callback has not run yet.
@@ -161,7 +166,10 @@ func (it *Iter[T]) start(ctx context.Context, src Source[T], c config, derive bo
 	if c.recvTimeout > 0 {
 		it.recvTimeout = c.recvTimeout
 		it.timedOut = &recvTimeoutError{d: c.recvTimeout}
-		it.timer = time.AfterFunc(c.recvTimeout, it.recvTimedOut)
+		// Created for a time it cannot reach: armed with recvTimeout, it could fire before Stop
+		// if this goroutine were held up in between, ending the stream before its first Recv.
+		// Every Recv Resets it to recvTimeout. Stopped so that no timer waits while idle.
+		it.timer = afterFunc(math.MaxInt64, it.recvTimedOut)
 		it.timer.Stop()
 	}
 	// The AfterFunc may run, and end the stream, before AfterFunc has returned; releaseSource

@@ -191,6 +191,29 @@ func endedByReason(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 	return out
 }
 
+// The Recv timer must not run before the first Recv, however long the constructing goroutine
+// is held up after creating it (preempted on a loaded machine): a source that answers at once
+// would otherwise end with ErrRecvTimeout without Recv ever being called.
+func TestRecvTimerCannotFireBeforeTheFirstRecv(t *testing.T) {
+	restore := ctxstream.SetAfterFunc(func(d time.Duration, f func()) *time.Timer {
+		tm := time.AfterFunc(d, f)
+		time.Sleep(time.Hour) // preempted right after the timer was created
+		return tm
+	})
+	defer restore()
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				src := newFake(seq(3))
+				it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(time.Millisecond))
+				defer it.Close()
+				require.Equal(t, seq(3), collect(it))
+				require.NoError(t, it.Err())
+			})
+		})
+	}
+}
+
 // slowConsumer's source answers at once; only the consumer is slow.
 func TestRecvTimeoutCountsOnlyTimeInsideRecv(t *testing.T) {
 	for _, impl := range impls {
