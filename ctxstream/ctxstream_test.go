@@ -82,18 +82,44 @@ func TestCancelReleasesBlockedRecvAndReportsContextCause(t *testing.T) {
 	}
 }
 
+// synctest: the deadline passes when every goroutine waits, and Next returns exactly then.
 func TestDeadlineEndsStalledStream(t *testing.T) {
 	for _, impl := range impls {
 		t.Run(impl.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-			defer cancel()
-			src := stallingAfter(seq(3))
-			it := impl.new(ctx, src, ctxstream.WithCloser(src.Close))
-			require.Equal(t, seq(3), collect(it))
-			require.ErrorIs(t, it.Err(), context.DeadlineExceeded)
-			require.NoError(t, it.Close())
-			require.EqualValues(t, 1, src.closes.Load())
+			synctest.Test(t, func(t *testing.T) {
+				start := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				src := stallingAfter(seq(3))
+				it := impl.new(ctx, src, ctxstream.WithCloser(src.Close))
+				require.Equal(t, seq(3), collect(it))
+				require.ErrorIs(t, it.Err(), context.DeadlineExceeded)
+				require.Equal(t, time.Second, time.Since(start), "Next returned when the deadline passed")
+				require.EqualValues(t, 1, src.closes.Load(), "the deadline released the stalled Recv")
+				require.NoError(t, it.Close())
+				require.EqualValues(t, 1, src.closes.Load())
+			})
+		})
+	}
+}
+
+// A deadline is a cancellation, unlike a Recv timeout: the query is over, so a consumer that
+// comes back after it gets nothing more, even the items Eager received before.
+func TestDeadlineStopsTheConsumerEvenWithItemsReceived(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				src := stallingAfter(seq(3))
+				it := impl.new(ctx, src, ctxstream.WithCloser(src.Close))
+				defer it.Close()
+				require.True(t, it.Next())
+				time.Sleep(time.Minute) // the consumer is busy past the deadline
+				require.Empty(t, collect(it))
+				require.ErrorIs(t, it.Err(), context.DeadlineExceeded)
+				require.EqualValues(t, 1, src.closes.Load())
+			})
 		})
 	}
 }
@@ -101,18 +127,21 @@ func TestDeadlineEndsStalledStream(t *testing.T) {
 func TestRecvTimeoutEndsStalledRecvWithErrRecvTimeout(t *testing.T) {
 	for _, impl := range impls {
 		t.Run(impl.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			src := stallingAfter(seq(3))
-			it := impl.new(ctx, src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(20*time.Millisecond))
-			require.Equal(t, seq(3), collect(it))
-			require.ErrorIs(t, it.Err(), ctxstream.ErrRecvTimeout)
-			require.Contains(t, it.Err().Error(), "20ms", "the error says how long it waited")
-			require.NoError(t, ctx.Err(), "the caller's context is not touched")
-			require.EqualValues(t, 1, src.closes.Load(), "the timeout released the stalled Recv")
-			require.NoError(t, it.Close())
-			require.EqualValues(t, 1, src.closes.Load())
+			synctest.Test(t, func(t *testing.T) {
+				start := time.Now()
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				src := stallingAfter(seq(3))
+				it := impl.new(ctx, src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(20*time.Millisecond))
+				require.Equal(t, seq(3), collect(it))
+				require.ErrorIs(t, it.Err(), ctxstream.ErrRecvTimeout)
+				require.Equal(t, 20*time.Millisecond, time.Since(start), "Next returned when the stalled Recv timed out")
+				require.Contains(t, it.Err().Error(), "20ms", "the error says how long it waited")
+				require.NoError(t, ctx.Err(), "the caller's context is not touched")
+				require.EqualValues(t, 1, src.closes.Load(), "the timeout released the stalled Recv")
+				require.NoError(t, it.Close())
+				require.EqualValues(t, 1, src.closes.Load())
+			})
 		})
 	}
 }
@@ -214,22 +243,25 @@ func TestRecvTimerCannotFireBeforeTheFirstRecv(t *testing.T) {
 	}
 }
 
-// slowConsumer's source answers at once; only the consumer is slow.
+// Each Recv takes 3/4 of the timeout, and the consumer twice the timeout between items: neither
+// the time spent in several Recv calls together nor the consumer's own work is a timeout.
 func TestRecvTimeoutCountsOnlyTimeInsideRecv(t *testing.T) {
 	for _, impl := range impls {
 		t.Run(impl.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t)
-			const timeout = 30 * time.Millisecond
-			src := newFake(seq(3))
-			it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(timeout))
-			defer it.Close()
-			n := 0
-			for it.Next() {
-				n++
-				time.Sleep(2 * timeout) // the consumer's own work, between Recv calls
-			}
-			require.NoError(t, it.Err())
-			require.Equal(t, 3, n)
+			synctest.Test(t, func(t *testing.T) {
+				const timeout = time.Second
+				src := newFake(seq(3))
+				src.delay = timeout * 3 / 4
+				it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(timeout))
+				defer it.Close()
+				n := 0
+				for it.Next() {
+					n++
+					time.Sleep(2 * timeout) // the consumer's own work, between Recv calls
+				}
+				require.NoError(t, it.Err())
+				require.Equal(t, 3, n)
+			})
 		})
 	}
 }
@@ -492,7 +524,10 @@ func TestInvalidArgumentsEndAtOnceWithErrInvalid(t *testing.T) {
 }
 
 func TestMetricsCountStreamsByHowTheyEnded(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	synctest.Test(t, metricsCountStreamsByHowTheyEnded) // the Recv timeout passes when all wait
+}
+
+func metricsCountStreamsByHowTheyEnded(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	m, err := ctxstream.NewMetrics(reg)
 	require.NoError(t, err)
