@@ -17,6 +17,10 @@ const MaxBuffer = 1 << 20
 // Next never waits on anything the context cannot interrupt: it returns as soon as ctx ends or
 // a Recv times out, even while the goroutine is stuck in Recv. Close stops the goroutine and
 // returns only after it has exited (see Close for a source without closer).
+//
+// An Eager iterator whose owner forgets Close keeps its goroutine, and holds its source open,
+// until ctx ends (or the source ends by itself with room left in the buffer): with a
+// long-lived ctx that is a leak, so Close it, or range over All, on every path.
 func Eager[T any](ctx context.Context, src Source[T], opts ...Option) *Iter[T] {
 	c := newConfig(opts)
 	it := &Iter[T]{kind: kindEager}
