@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,8 +62,20 @@ var (
 	endedByClose = &ending{reason: reasonClosed}
 )
 
-func interruptedBy(cause error) *ending {
-	if errors.Is(cause, ErrRecvTimeout) {
+// recvTimeoutError is the cause an iterator gives its own derived context when one of its
+// Recv calls timed out. Only that very value counts as a timeout: a caller may well cancel ctx
+// with a cause that wraps ErrRecvTimeout (a querier passing a store's error on), and that is a
+// cancellation, which stops the consumer at once and is counted as such.
+type recvTimeoutError struct{ d time.Duration }
+
+func (e *recvTimeoutError) Error() string {
+	return fmt.Sprintf("%v: no item within %v", ErrRecvTimeout, e.d)
+}
+
+func (e *recvTimeoutError) Unwrap() error { return ErrRecvTimeout }
+
+func (it *Iter[T]) interruptedBy(cause error) *ending {
+	if it.timedOut != nil && cause == error(it.timedOut) {
 		return &ending{reason: reasonTimeout, err: cause}
 	}
 	return &ending{reason: reasonCanceled, err: cause}
@@ -100,6 +113,7 @@ type Iter[T any] struct {
 	stopAfter   func() bool
 	timer       *time.Timer
 	recvTimeout time.Duration
+	timedOut    *recvTimeoutError // the cause recvTimedOut cancels life with
 	closer      func() error
 	metrics     *Metrics
 
@@ -111,6 +125,10 @@ type Iter[T any] struct {
 	eager *eagerState[T]
 	merge *mergeState[T]
 }
+
+// afterFunc is time.AfterFunc; a test replaces it to stand for a goroutine preempted just after
+// creating the Recv timer.
+var afterFunc = time.AfterFunc
 
 // checkEvery bounds how many items Next may still return after the context ended, for a
 // source that never blocks: the hot path reads an atomic flag set by context.AfterFunc, and
@@ -147,7 +165,11 @@ func (it *Iter[T]) start(ctx context.Context, src Source[T], c config, derive bo
 	}
 	if c.recvTimeout > 0 {
 		it.recvTimeout = c.recvTimeout
-		it.timer = time.AfterFunc(c.recvTimeout, it.recvTimedOut)
+		it.timedOut = &recvTimeoutError{d: c.recvTimeout}
+		// Created for a time it cannot reach: armed with recvTimeout, it could fire before Stop
+		// if this goroutine were held up in between, ending the stream before its first Recv.
+		// Every Recv Resets it to recvTimeout. Stopped so that no timer waits while idle.
+		it.timer = afterFunc(math.MaxInt64, it.recvTimedOut)
 		it.timer.Stop()
 	}
 	// The AfterFunc may run, and end the stream, before AfterFunc has returned; releaseSource
@@ -170,13 +192,13 @@ func (it *Iter[T]) fail(err error) {
 
 // interrupt ends the stream because its context ended or a Recv timed out. It runs from
 // context.AfterFunc, so possibly while Recv is blocked on another goroutine.
-func (it *Iter[T]) interrupt() { it.end(interruptedBy(context.Cause(it.life))) }
+func (it *Iter[T]) interrupt() { it.end(it.interruptedBy(context.Cause(it.life))) }
 
 // recvTimedOut fires when a Recv has run for recvTimeout. It cancels life with a cause, and
 // the AfterFunc on life does the rest: a timeout is told apart from cancellation by
 // context.Cause, never by reading a timer's channel (Thanos #7553 waited on a nil one).
 func (it *Iter[T]) recvTimedOut() {
-	it.cancelLife(fmt.Errorf("%w: no item within %v", ErrRecvTimeout, it.recvTimeout))
+	it.cancelLife(it.timedOut)
 }
 
 // end records why the stream ended (the first caller wins) and releases the source exactly
@@ -235,9 +257,9 @@ func (it *Iter[T]) haltErr() error {
 func (it *Iter[T]) recvEnding(err error) *ending {
 	switch {
 	case it.ctx.Err() != nil:
-		return it.end(interruptedBy(context.Cause(it.ctx)))
+		return it.end(it.interruptedBy(context.Cause(it.ctx)))
 	case it.life.Err() != nil:
-		return it.end(interruptedBy(context.Cause(it.life)))
+		return it.end(it.interruptedBy(context.Cause(it.life)))
 	case err == io.EOF:
 		return it.end(endedByEOF)
 	default:

@@ -3,6 +3,7 @@ package ctxstream_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"runtime"
@@ -81,18 +82,44 @@ func TestCancelReleasesBlockedRecvAndReportsContextCause(t *testing.T) {
 	}
 }
 
+// synctest: the deadline passes when every goroutine waits, and Next returns exactly then.
 func TestDeadlineEndsStalledStream(t *testing.T) {
 	for _, impl := range impls {
 		t.Run(impl.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t)
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-			defer cancel()
-			src := stallingAfter(seq(3))
-			it := impl.new(ctx, src, ctxstream.WithCloser(src.Close))
-			require.Equal(t, seq(3), collect(it))
-			require.ErrorIs(t, it.Err(), context.DeadlineExceeded)
-			require.NoError(t, it.Close())
-			require.EqualValues(t, 1, src.closes.Load())
+			synctest.Test(t, func(t *testing.T) {
+				start := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				src := stallingAfter(seq(3))
+				it := impl.new(ctx, src, ctxstream.WithCloser(src.Close))
+				require.Equal(t, seq(3), collect(it))
+				require.ErrorIs(t, it.Err(), context.DeadlineExceeded)
+				require.Equal(t, time.Second, time.Since(start), "Next returned when the deadline passed")
+				require.EqualValues(t, 1, src.closes.Load(), "the deadline released the stalled Recv")
+				require.NoError(t, it.Close())
+				require.EqualValues(t, 1, src.closes.Load())
+			})
+		})
+	}
+}
+
+// A deadline is a cancellation, unlike a Recv timeout: the query is over, so a consumer that
+// comes back after it gets nothing more, even the items Eager received before.
+func TestDeadlineStopsTheConsumerEvenWithItemsReceived(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				src := stallingAfter(seq(3))
+				it := impl.new(ctx, src, ctxstream.WithCloser(src.Close))
+				defer it.Close()
+				require.True(t, it.Next())
+				time.Sleep(time.Minute) // the consumer is busy past the deadline
+				require.Empty(t, collect(it))
+				require.ErrorIs(t, it.Err(), context.DeadlineExceeded)
+				require.EqualValues(t, 1, src.closes.Load())
+			})
 		})
 	}
 }
@@ -100,18 +127,21 @@ func TestDeadlineEndsStalledStream(t *testing.T) {
 func TestRecvTimeoutEndsStalledRecvWithErrRecvTimeout(t *testing.T) {
 	for _, impl := range impls {
 		t.Run(impl.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			src := stallingAfter(seq(3))
-			it := impl.new(ctx, src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(20*time.Millisecond))
-			require.Equal(t, seq(3), collect(it))
-			require.ErrorIs(t, it.Err(), ctxstream.ErrRecvTimeout)
-			require.Contains(t, it.Err().Error(), "20ms", "the error says how long it waited")
-			require.NoError(t, ctx.Err(), "the caller's context is not touched")
-			require.EqualValues(t, 1, src.closes.Load(), "the timeout released the stalled Recv")
-			require.NoError(t, it.Close())
-			require.EqualValues(t, 1, src.closes.Load())
+			synctest.Test(t, func(t *testing.T) {
+				start := time.Now()
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				src := stallingAfter(seq(3))
+				it := impl.new(ctx, src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(20*time.Millisecond))
+				require.Equal(t, seq(3), collect(it))
+				require.ErrorIs(t, it.Err(), ctxstream.ErrRecvTimeout)
+				require.Equal(t, 20*time.Millisecond, time.Since(start), "Next returned when the stalled Recv timed out")
+				require.Contains(t, it.Err().Error(), "20ms", "the error says how long it waited")
+				require.NoError(t, ctx.Err(), "the caller's context is not touched")
+				require.EqualValues(t, 1, src.closes.Load(), "the timeout released the stalled Recv")
+				require.NoError(t, it.Close())
+				require.EqualValues(t, 1, src.closes.Load())
+			})
 		})
 	}
 }
@@ -135,22 +165,103 @@ func TestRecvTimeoutStillHandsOutItemsReceivedBeforeTheStall(t *testing.T) {
 	}
 }
 
-// slowConsumer's source answers at once; only the consumer is slow.
+// A caller may cancel ctx with a cause that wraps ErrRecvTimeout: a querier passing on the
+// error of a store that timed out, even that store iterator's own Err. For every other stream
+// on ctx that is a cancellation, not a timeout of its own: the consumer stops at once though
+// Eager holds items received before, and the metrics count it under reason="canceled".
+func TestCallerCauseWrappingErrRecvTimeoutIsACancellation(t *testing.T) {
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				wrapped := fmt.Errorf("x: %w", ctxstream.ErrRecvTimeout)
+				stalled := stallingAfter(nil)
+				other := ctxstream.Lazy(context.Background(), stalled, ctxstream.WithCloser(stalled.Close), ctxstream.WithRecvTimeout(time.Second))
+				require.False(t, other.Next())
+				require.ErrorIs(t, other.Err(), ctxstream.ErrRecvTimeout, "another stream's own timeout")
+
+				for _, cause := range []error{wrapped, other.Err()} {
+					reg := prometheus.NewRegistry()
+					m, err := ctxstream.NewMetrics(reg)
+					require.NoError(t, err)
+					ctx, cancel := context.WithCancelCause(context.Background())
+					src := stallingAfter(seq(3))
+					it := impl.new(ctx, src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(time.Hour), ctxstream.WithMetrics(m))
+					require.True(t, it.Next())
+					synctest.Wait() // Eager has received what its buffer holds and stalls in Recv
+					cancel(cause)
+					synctest.Wait() // the context's AfterFunc has run
+					require.Empty(t, collect(it), "%v: items after the cancellation", cause)
+					require.Equal(t, cause, it.Err())
+					require.EqualValues(t, 1, src.closes.Load())
+					require.Equal(t, map[string]float64{"canceled": 1}, endedByReason(t, reg), "%v", cause)
+					require.NoError(t, it.Close())
+				}
+			})
+		})
+	}
+}
+
+// endedByReason returns the non-zero ctxstream_streams_ended_total counters by reason.
+func endedByReason(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "ctxstream_streams_ended_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if v := m.GetCounter().GetValue(); v != 0 {
+				out[m.GetLabel()[0].GetValue()] = v
+			}
+		}
+	}
+	return out
+}
+
+// The Recv timer must not run before the first Recv, however long the constructing goroutine
+// is held up after creating it (preempted on a loaded machine): a source that answers at once
+// would otherwise end with ErrRecvTimeout without Recv ever being called.
+func TestRecvTimerCannotFireBeforeTheFirstRecv(t *testing.T) {
+	restore := ctxstream.SetAfterFunc(func(d time.Duration, f func()) *time.Timer {
+		tm := time.AfterFunc(d, f)
+		time.Sleep(time.Hour) // preempted right after the timer was created
+		return tm
+	})
+	defer restore()
+	for _, impl := range impls {
+		t.Run(impl.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				src := newFake(seq(3))
+				it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(time.Millisecond))
+				defer it.Close()
+				require.Equal(t, seq(3), collect(it))
+				require.NoError(t, it.Err())
+			})
+		})
+	}
+}
+
+// Each Recv takes 3/4 of the timeout, and the consumer twice the timeout between items: neither
+// the time spent in several Recv calls together nor the consumer's own work is a timeout.
 func TestRecvTimeoutCountsOnlyTimeInsideRecv(t *testing.T) {
 	for _, impl := range impls {
 		t.Run(impl.name, func(t *testing.T) {
-			defer goleak.VerifyNone(t)
-			const timeout = 30 * time.Millisecond
-			src := newFake(seq(3))
-			it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(timeout))
-			defer it.Close()
-			n := 0
-			for it.Next() {
-				n++
-				time.Sleep(2 * timeout) // the consumer's own work, between Recv calls
-			}
-			require.NoError(t, it.Err())
-			require.Equal(t, 3, n)
+			synctest.Test(t, func(t *testing.T) {
+				const timeout = time.Second
+				src := newFake(seq(3))
+				src.delay = timeout * 3 / 4
+				it := impl.new(context.Background(), src, ctxstream.WithCloser(src.Close), ctxstream.WithRecvTimeout(timeout))
+				defer it.Close()
+				n := 0
+				for it.Next() {
+					n++
+					time.Sleep(2 * timeout) // the consumer's own work, between Recv calls
+				}
+				require.NoError(t, it.Err())
+				require.Equal(t, 3, n)
+			})
 		})
 	}
 }
@@ -413,7 +524,10 @@ func TestInvalidArgumentsEndAtOnceWithErrInvalid(t *testing.T) {
 }
 
 func TestMetricsCountStreamsByHowTheyEnded(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	synctest.Test(t, metricsCountStreamsByHowTheyEnded) // the Recv timeout passes when all wait
+}
+
+func metricsCountStreamsByHowTheyEnded(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	m, err := ctxstream.NewMetrics(reg)
 	require.NoError(t, err)

@@ -41,9 +41,11 @@
 //     flag set by the AfterFunc, and ctx.Err() once every 64 items), and Err returns
 //     context.Cause(ctx).
 //   - WithRecvTimeout measures only time spent inside Recv; a timeout is recognised by
-//     context.Cause of a derived context, never by reading a timer's channel. A timeout ends
-//     the stream after the items received before the stall: Eager hands out what it had
-//     prefetched, as Lazy would have returned it, however slow the consumer.
+//     context.Cause of a derived context, never by reading a timer's channel, and only by the
+//     iterator's own cause value: a caller's cause that wraps ErrRecvTimeout is a
+//     cancellation like any other. A timeout ends the stream after the items received before
+//     the stall: Eager hands out what it had prefetched, as Lazy would have returned it,
+//     however slow the consumer.
 //   - Eager holds at most WithBuffer items, and its Close returns only after its goroutine
 //     has exited. Merge closes an exhausted child at once and every child exactly once; a
 //     child's error ends the merge with that error; equal items keep child order.

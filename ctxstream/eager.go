@@ -17,6 +17,10 @@ const MaxBuffer = 1 << 20
 // Next never waits on anything the context cannot interrupt: it returns as soon as ctx ends or
 // a Recv times out, even while the goroutine is stuck in Recv. Close stops the goroutine and
 // returns only after it has exited (see Close for a source without closer).
+//
+// An Eager iterator whose owner forgets Close keeps its goroutine, and holds its source open,
+// until ctx ends (or the source ends by itself with room left in the buffer): with a
+// long-lived ctx that is a leak, so Close it, or range over All, on every path.
 func Eager[T any](ctx context.Context, src Source[T], opts ...Option) *Iter[T] {
 	c := newConfig(opts)
 	it := &Iter[T]{kind: kindEager}
@@ -89,7 +93,7 @@ func (it *Iter[T]) produce(ring []T) {
 				select {
 				case <-e.space:
 				case <-it.life.Done():
-					it.end(interruptedBy(context.Cause(it.life)))
+					it.end(it.interruptedBy(context.Cause(it.life)))
 					return
 				}
 			}
@@ -146,7 +150,7 @@ func (it *Iter[T]) nextEager() bool {
 
 // ctxEnded is the consumer's verdict when it finds the caller's context done.
 func (it *Iter[T]) ctxEnded() error {
-	w := it.end(interruptedBy(context.Cause(it.ctx)))
+	w := it.end(it.interruptedBy(context.Cause(it.ctx)))
 	switch w.reason {
 	case reasonCanceled, reasonTimeout:
 		return w.err
@@ -193,7 +197,7 @@ func (it *Iter[T]) eagerWait() bool {
 			return it.stop(it.ending.Load().err) // the producer exits only after an ending
 		case <-it.life.Done():
 			e.cwaiting.Store(false)
-			w := it.end(interruptedBy(context.Cause(it.life)))
+			w := it.end(it.interruptedBy(context.Cause(it.life)))
 			if w.reason.interrupts() {
 				return it.stop(it.haltErr())
 			}

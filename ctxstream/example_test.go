@@ -4,58 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/leaksafe/leaksafe/ctxstream"
 )
-
-// A generated gRPC client stream (here seriesClient, whose Recv returns ([]byte, error)) is a
-// Source already. Open it with its own cancellable context and hand the cancel function over:
-// cancellation, the per-Recv timeout and Close then all cancel the call, which is what
-// unblocks a Recv waiting on a silent store.
-func Example_grpcClientStream() {
-	lis, _ := net.Listen("tcp", "127.0.0.1:0")
-	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
-	srv.RegisterService(&grpc.ServiceDesc{
-		ServiceName: "leaksafe.test.Store",
-		HandlerType: (*any)(nil),
-		Streams: []grpc.StreamDesc{{StreamName: "Series", ServerStreams: true, Handler: func(_ any, ss grpc.ServerStream) error {
-			var req []byte
-			_ = ss.RecvMsg(&req)
-			for _, s := range []string{`up{job="api"}`, `up{job="db"}`} {
-				_ = ss.SendMsg([]byte(s))
-			}
-			return nil
-		}}},
-	}, struct{}{})
-	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
-	cc, _ := grpc.NewClient("passthrough:///"+lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	defer cc.Close()
-
-	ctx := context.Background() // the query's context
-	sctx, cancel := context.WithCancel(ctx)
-	stream, err := openSeries(sctx, cc, []byte(`{__name__="up"}`)) // client.Series(sctx, req)
-	if err != nil {
-		cancel()
-		fmt.Println(err)
-		return
-	}
-	it := ctxstream.Lazy(ctx, stream, ctxstream.WithCancel(cancel), ctxstream.WithRecvTimeout(10*time.Second))
-
-	for resp := range it.All() {
-		fmt.Println(string(resp))
-	}
-	fmt.Println("err:", it.Err())
-	// Output:
-	// up{job="api"}
-	// up{job="db"}
-	// err: <nil>
-}
 
 // series stands in for a store's SeriesResponse.
 type series struct {

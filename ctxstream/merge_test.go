@@ -133,6 +133,44 @@ func TestMergeEndsWithChildErrorAndClosesEveryChildOnce(t *testing.T) {
 	}
 }
 
+// A querier reading a merge with a plain Next loop may stop at the error and never call Close:
+// the failing child must not leave the others open. Every closer has run, and the stalled
+// prefetch goroutine has been released, by the time Next returns false.
+func TestMergeChildErrorClosesEveryChildBeforeNextReturnsFalse(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		before []int // what the failing child sends before its error
+		want   []int
+	}{
+		{"at the first Next", nil, nil},
+		{"mid-stream", []int{2}, []int{0, 1, 2, 2}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t)
+			boom := errors.New("store 1: unexpected EOF in chunk")
+			ctx := context.Background()
+			okSrc, badSrc, stallSrc := newFake([]int{1, 2, 3, 4}), failingAfter(tc.before, boom), stallingAfter([]int{0, 5})
+			srcs := []*fakeSource{okSrc, badSrc, stallSrc}
+			m := ctxstream.Merge(lessKey,
+				ctxstream.Lazy[tagged](ctx, taggedSource{okSrc, 0}, ctxstream.WithCloser(okSrc.Close)),
+				ctxstream.Eager[tagged](ctx, taggedSource{badSrc, 1}, ctxstream.WithCloser(badSrc.Close)),
+				ctxstream.Eager[tagged](ctx, taggedSource{stallSrc, 2}, ctxstream.WithCloser(stallSrc.Close)),
+			)
+			defer m.Close() // only so that a failure below leaks nothing; the checks come first
+			var keys []int
+			for m.Next() {
+				keys = append(keys, m.At().key)
+			}
+			require.ErrorIs(t, m.Err(), boom)
+			require.Equal(t, tc.want, keys)
+			for i, s := range srcs {
+				require.EqualValues(t, 1, s.closes.Load(), "child %d's closer, before any Close", i)
+			}
+			require.Zero(t, stallSrc.inRecv.Load(), "the stalled child's goroutine was released and waited for")
+		})
+	}
+}
+
 func TestMergeCloseClosesEveryChildOnce(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	for _, read := range []int{0, 1, 5} {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/leaksafe/leaksafe/ctxstream"
 )
@@ -14,14 +15,15 @@ import (
 // stream returns codes.Canceled once its context is cancelled.
 var errReleased = errors.New("fake source: released by its closer")
 
-// fakeSource plays a store: it returns items, then ends with end (nil means io.EOF), or, with
-// stall, blocks in Recv until its closer (Close) runs. With endless it never blocks and never
+// fakeSource plays a store: it returns items (each after delay), then ends with end (nil means
+// io.EOF), or, with stall, blocks in Recv until its closer (Close) runs. With endless it never blocks and never
 // ends. It counts Recv and Close calls; it is safe for Close to run while Recv is blocked.
 type fakeSource struct {
 	items   []int
 	end     error
 	stall   bool
 	endless bool
+	delay   time.Duration // each Recv of an item takes this long (use under synctest)
 
 	i        int
 	recvs    atomic.Int64
@@ -61,6 +63,7 @@ func (s *fakeSource) Recv() (int, error) {
 		return s.i, nil
 	}
 	if s.i < len(s.items) {
+		time.Sleep(s.delay)
 		s.i++
 		return s.items[s.i-1], nil
 	}
