@@ -40,14 +40,16 @@ type result struct {
 
 // metric is one row of the table: a measurement of both variants and the bound the leaksafe
 // variant must hold. Symptom marks the rows where the naive variant is expected to break the
-// bound: that is the incident showing.
+// bound: that is the incident showing. A symptom row whose naive variant held does not fail
+// the run (its exit code is about leaksafe), but the table warns, and the smoke test fails:
+// a naive model that no longer breaks proves nothing about the fix.
 type metric struct {
 	Name     string  `json:"metric"`
 	Unit     string  `json:"unit"`
 	Naive    float64 `json:"naive"`
 	Leaksafe float64 `json:"leaksafe"`
 	Bound    bound   `json:"bound"`
-	Symptom  bool    `json:"-"`
+	Symptom  bool    `json:"symptom"`
 
 	NaiveBreaks bool   `json:"naive_breaks_bound"`
 	Pass        bool   `json:"pass"`
@@ -149,6 +151,8 @@ type report struct {
 	Scale     float64   `json:"scale"`
 	Smoke     bool      `json:"smoke"`
 	Scenarios []*result `json:"scenarios"`
+
+	naiveHeld []string // symptom rows whose naive variant held the bound: the incident did not show
 }
 
 func (rep *report) add(r *result) {
@@ -158,6 +162,9 @@ func (rep *report) add(r *result) {
 		if !m.Pass {
 			rep.Failures = append(rep.Failures, fmt.Sprintf("%s: %s: leaksafe %s, bound %s",
 				r.Scenario, m.Name, formatValue(m.Leaksafe, m.Unit), m.Bound.format(m.Unit)))
+		}
+		if m.Symptom && !m.NaiveBreaks {
+			rep.naiveHeld = append(rep.naiveHeld, r.Scenario+": "+m.Name)
 		}
 	}
 	for _, e := range r.Errors {
@@ -197,6 +204,10 @@ func (rep *report) writeTable(w io.Writer) error {
 		}
 	}
 	fmt.Fprintln(w)
+	if len(rep.naiveHeld) > 0 {
+		fmt.Fprintf(w, "WARNING: the naive variant did not show its incident on %d row(s): %s\n",
+			len(rep.naiveHeld), strings.Join(rep.naiveHeld, "; "))
+	}
 	if rep.Pass {
 		_, err := fmt.Fprintf(w, "PASS: every leaksafe variant held its bound (%.1fs)\n", rep.Seconds)
 		return err
