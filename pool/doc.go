@@ -30,8 +30,11 @@
 //
 // # Guarantees
 //
-//   - Get(n) returns len 0 and cap >= n, always: a returned slice is filed
-//     in the largest bucket it fills, never in one it does not.
+//   - Get(n) returns len 0 and cap >= n, always: a returned slice that grew
+//     is filed in the largest bucket it fills, never in one it does not; one
+//     smaller than the array its lease was handed is counted in Undersized
+//     and not pooled (the lease's own array is), and nothing of a lease
+//     above MaxSize is pooled.
 //   - The sum of the capacities handed out (InUse) never exceeds MaxTotal,
 //     not even for an instant under concurrency: a lease's charge is its
 //     capacity, reserved by compare-and-swap before Get returns.

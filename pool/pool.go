@@ -54,10 +54,11 @@ type Pool[T any] struct {
 	lastUsed int                        // records handed out of the newest slab
 
 	// Rare events: a shared counter each is fine.
-	exhausted atomic.Int64
-	badPuts   atomic.Int64
-	discarded atomic.Int64
-	leaked    atomic.Int64
+	exhausted  atomic.Int64
+	badPuts    atomic.Int64
+	discarded  atomic.Int64
+	undersized atomic.Int64
+	leaked     atomic.Int64
 
 	events  events      // bad Puts and collected leases, grouped by stack
 	tracker *tracker[T] // nil unless Track or TrackEvery
@@ -543,8 +544,11 @@ func (p *Pool[T]) lookup(b *[]T) *record[T] {
 // one case only Track catches).
 //
 // Put pools the array the lease was handed, whatever *b says now; if *b
-// points to a different array (it grew with append), that array is filed in
-// the largest bucket it fills instead. Put does not clear the slice.
+// points to a larger array (it grew with append), that array is filed in
+// the largest bucket it fills instead. If *b points to a smaller array than
+// the lease was handed (or into it, past its start), that slice is not
+// pooled and the Put is counted in Stats.Undersized. Put does not clear the
+// slice.
 func (p *Pool[T]) Put(b *[]T) {
 	if b == nil {
 		return
@@ -606,32 +610,43 @@ func (p *Pool[T]) release(rec *record[T], b *[]T, tracked uint64, skip int) {
 		p.buckets[h.bucket].Put(h) // the common case: the array it was handed
 		return
 	}
-	keep, bucket := p.chooseArray(h.buf, h.bucket, cur)
+	keep, bucket, undersized := p.chooseArray(h.buf, h.bucket, cur)
 	if cap(keep) == 0 || unsafe.SliceData(keep) != unsafe.SliceData(rec.buf) {
 		rec.buf = nil // do not keep alive an array the buckets do not hold
 	}
 	h.buf, h.bucket = keep, bucket
 	p.park(h)
+	if undersized {
+		p.undersized.Add(1)
+	}
 	if keep == nil {
 		p.discarded.Add(1)
 	}
 }
 
-// chooseArray decides what a lease returns to the buckets when cur no longer
-// starts at the array it was handed (orig, from bucket): cur, filed in the
-// largest bucket it fills, if it is within MinSize..MaxSize (it grew with
-// append); else orig, which the pool allocated and the lease is done with.
-// nil means nothing is pooled (a lease above MaxSize).
-func (p *Pool[T]) chooseArray(orig []T, bucket int, cur []T) ([]T, int) {
-	if c := cap(cur); c > 0 && c <= p.sizes[len(p.sizes)-1] {
+// chooseArray decides what a lease returns to the buckets when cur is not
+// simply the array it was handed (orig, from bucket). Only a slice that grew
+// past orig (append moved it) replaces it, filed in the largest bucket it
+// fills: it is the array the holder kept, and it serves every Get of that
+// bucket. Anything else goes back as orig, which the pool handed out and
+// the lease is done with. A smaller array in cur — put in its place, or a
+// slice that no longer starts where orig did — is not pooled but counted as
+// undersized: it is not what the pool handed out (someone may still hold
+// it), and filing it would trade a full array for a smaller one. nil means
+// nothing is pooled: a lease above MaxSize never is, not even a window of
+// it, which would pin the whole array.
+func (p *Pool[T]) chooseArray(orig []T, bucket int, cur []T) (keep []T, kbucket int, undersized bool) {
+	c := cap(cur)
+	undersized = c < cap(orig) && unsafe.SliceData(cur) != unsafe.SliceData(orig)
+	if c > cap(orig) && c <= p.sizes[len(p.sizes)-1] {
 		if j := p.bucketFilledBy(c); j >= 0 {
-			return cur[:0:p.sizes[j]], j
+			return cur[:0:p.sizes[j]], j, false
 		}
 	}
 	if orig == nil || bucket == bigBucket {
-		return nil, 0
+		return nil, 0, undersized
 	}
-	return orig[:0], bucket
+	return orig[:0], bucket, undersized
 }
 
 // Stats is a snapshot of a pool's counters.
@@ -645,6 +660,12 @@ type Stats struct {
 	BadPuts     int64 // double or foreign Puts, counted and ignored
 	Discarded   int64 // Puts whose array was not pooled (leases above MaxSize)
 	Leaked      int64 // tracked leases garbage-collected without Put; their charge was released
+	// Undersized counts Puts whose slice had less capacity than the lease
+	// was handed and was not that array any more (a smaller one put in its
+	// place, or resliced to start later). That slice was not pooled; the
+	// lease's own array was (unless above MaxSize), so no Get ever receives
+	// less than it asked for.
+	Undersized int64
 }
 
 // Stats sums the per-lease counters. Each field is exact when the pool is
@@ -654,11 +675,12 @@ type Stats struct {
 // clamped to it so a racing read never shows an impossible figure.
 func (p *Pool[T]) Stats() Stats {
 	st := Stats{
-		MaxTotal:  p.maxTotal,
-		Exhausted: p.exhausted.Load(),
-		BadPuts:   p.badPuts.Load(),
-		Discarded: p.discarded.Load(),
-		Leaked:    p.leaked.Load(),
+		MaxTotal:   p.maxTotal,
+		Exhausted:  p.exhausted.Load(),
+		BadPuts:    p.badPuts.Load(),
+		Discarded:  p.discarded.Load(),
+		Leaked:     p.leaked.Load(),
+		Undersized: p.undersized.Load(),
 	}
 	for _, sl := range p.allSlabs() {
 		for i := range sl.recs {
