@@ -342,7 +342,10 @@ func (p *Pool[T]) chargeBudget(rec *record[T], i int, n int, lease uint64) error
 		return nil
 	}
 	p.exhausted.Add(1)
-	inUse := p.maxTotal - p.avail.Load()
+	// Not MaxTotal-avail: that also counts the credit free handles park,
+	// and would tell a user hunting a leak that idle buffers are in use.
+	// Summing the records is a walk, but only a refused Get pays for it.
+	inUse := p.Stats().InUse
 	return fmt.Errorf("%w: pool %q: Get(%d) needs %d elements, %d of MaxTotal %d in use",
 		ErrExhausted, p.name, n, charge, inUse, p.maxTotal)
 }

@@ -147,6 +147,30 @@ func TestMaxTotalCountsTheCapacityHandedOut(t *testing.T) {
 	require.NoError(t, p.Check())
 }
 
+// The figure in an ErrExhausted error is what Stats calls InUse: the charge
+// of leases still out, not the budget that free handles keep parked for
+// their next Get.
+func TestExhaustedErrorCountsOnlyLeasesStillOut(t *testing.T) {
+	p := newPool[byte](t, Options{Name: "chunks", MinSize: 32, MaxSize: 64, Factor: 2, MaxTotal: 100})
+	idle, err := p.Get(64)
+	require.NoError(t, err)
+	p.Put(idle) // its handle parks 64 of credit
+	_, err = p.Get(101)
+	require.ErrorIs(t, err, ErrExhausted)
+	require.EqualError(t, err, `pool exhausted: pool "chunks": Get(101) needs 101 elements, 0 of MaxTotal 100 in use`)
+
+	held, err := p.Get(64)
+	require.NoError(t, err)
+	small, err := p.Get(32)
+	require.NoError(t, err)
+	p.Put(small) // parks 32
+	_, err = p.Get(101)
+	require.EqualError(t, err, `pool exhausted: pool "chunks": Get(101) needs 101 elements, 64 of MaxTotal 100 in use`)
+	require.Equal(t, int64(64), p.Stats().InUse)
+	p.Put(held)
+	require.NoError(t, p.Check())
+}
+
 func TestGetLargerThanMaxTotalFailsWithoutAllocating(t *testing.T) {
 	p := newPool[byte](t, Options{MinSize: 1, MaxSize: 8, Factor: 2, MaxTotal: 100})
 	b, err := p.Get(1 << 30) // would be a 1 GiB allocation
