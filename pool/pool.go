@@ -20,6 +20,8 @@ var ErrExhausted = errors.New("pool exhausted")
 // one too large to allocate.
 var ErrInvalidSize = errors.New("invalid lease size")
 
+var errNilPool = fmt.Errorf("%w: nil *Pool; build one with New", ErrInvalidOptions)
+
 // Pool is a bucketed pool of slices that counts every lease. Get and Put
 // have the shape of Thanos' pool.Pool[T], so a Pool drops into a fork.
 //
