@@ -96,7 +96,8 @@
 // credit of a collected handle returns to the budget.
 //
 // Stats reads the records one after another: each field is exact when the
-// pool is quiet, and under traffic the snapshot may mix instants. Gets and
-// Puts wrap after 2^53 leases of one record; Prometheus reads that as a
-// counter reset.
+// pool is quiet, and under traffic the snapshot may mix instants, but Gets
+// and Puts never go down from one call to the next (Puts may lag by a lease
+// being garbage-collected at that instant). They wrap after 2^53 leases of
+// one record; Prometheus reads that as a counter reset.
 package pool

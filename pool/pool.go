@@ -61,6 +61,7 @@ type Pool[T any] struct {
 	discarded  atomic.Int64
 	undersized atomic.Int64
 	leaked     atomic.Int64
+	statsPuts  atomic.Int64 // the Puts Stats last returned: see stats
 
 	events  events      // bad Puts and collected leases, grouped by stack
 	tracker *tracker[T] // nil unless Track or TrackEvery
@@ -675,21 +676,31 @@ type Stats struct {
 
 // Stats sums the per-lease counters. Each field is exact when the pool is
 // quiet; under concurrent traffic the records are read one after another,
-// so the snapshot may mix instants. InUse can never really exceed MaxTotal
-// (the budget is reserved before a lease is handed out); the snapshot is
-// clamped to it so a racing read never shows an impossible figure.
-func (p *Pool[T]) Stats() Stats {
+// so the snapshot may mix instants. Gets and Puts, exported as Prometheus
+// counters, never go down from one call to the next (until a record wraps;
+// see the package doc); Puts may lag by the leases being garbage-collected
+// at that instant. InUse can never really exceed MaxTotal (the budget is
+// reserved before a lease is handed out); the snapshot is clamped to it so
+// a racing read never shows an impossible figure.
+func (p *Pool[T]) Stats() Stats { return p.stats(nil) }
+
+// stats is Stats. visit, if not nil, runs before each record is read and
+// once more, with nil, after the last: tests use it to end leases in the
+// middle of the walk.
+func (p *Pool[T]) stats(visit func(*record[T])) Stats {
 	st := Stats{
 		MaxTotal:   p.maxTotal,
 		Exhausted:  p.exhausted.Load(),
 		BadPuts:    p.badPuts.Load(),
 		Discarded:  p.discarded.Load(),
-		Leaked:     p.leaked.Load(),
 		Undersized: p.undersized.Load(),
 	}
 	for _, sl := range p.allSlabs() {
 		for i := range sl.recs {
 			r := &sl.recs[i]
+			if visit != nil {
+				visit(r)
+			}
 			s := r.state.Load()
 			st.Gets += int64(s >> countShift)
 			if s&leasedBit != 0 {
@@ -698,11 +709,38 @@ func (p *Pool[T]) Stats() Stats {
 			}
 		}
 	}
-	st.Puts = st.Gets - st.Outstanding - st.Leaked
+	if visit != nil {
+		visit(nil)
+	}
+	// Leaked is read after the walk, and a finalizer counts a leak before
+	// it ends the lease (see boxFinalized): so every collected lease the
+	// walk saw end is in Leaked, and Puts is never more than were made.
+	// Read before the walk, a lease collected during it was an end the walk
+	// saw but not a leak, Puts came out one too many, and the next scrape
+	// showed puts_total going down. It can still come out short (a leak
+	// counted whose end the walk missed), so it is held at the last value
+	// returned: a counter must not go down.
+	st.Leaked = p.leaked.Load()
+	st.Puts = p.monotonicPuts(st.Gets - st.Outstanding - st.Leaked)
 	if p.maxTotal > 0 && st.InUse > p.maxTotal {
 		st.InUse = p.maxTotal
 	}
 	return st
+}
+
+// monotonicPuts returns puts, or the Puts an earlier Stats returned if that
+// was more. A drop of 2^52 or more is a record's count wrapping, not a race:
+// that one is passed on, as the package doc says.
+func (p *Pool[T]) monotonicPuts(puts int64) int64 {
+	for {
+		last := p.statsPuts.Load()
+		if puts < last && last-puts < 1<<52 {
+			return last
+		}
+		if puts == last || p.statsPuts.CompareAndSwap(last, puts) {
+			return puts
+		}
+	}
 }
 
 // Name returns Options.Name.
