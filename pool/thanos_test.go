@@ -328,6 +328,15 @@ func TestGrownLeaseIsUnchargedByWhatItWasCharged(t *testing.T) {
 	st := p.Stats()
 	require.Equal(t, int64(1<<10), st.InUse, "b is still out; Thanos would report 0 here")
 	require.Equal(t, int64(1), st.Outstanding)
+	// Stats sums what each lease was charged, so it cannot see the budget
+	// itself over-released: a Get of one element more than b leaves must be
+	// refused, and one of exactly that must not be.
+	rest := 1<<20 - 1<<10
+	_, err := p.Get(rest + 1)
+	require.ErrorIs(t, err, ErrExhausted, "a's Put released more than a was charged")
+	fits, err := p.Get(rest)
+	require.NoError(t, err)
+	p.Put(fits)
 
 	p.Put(b)
 	require.Zero(t, p.Stats().InUse)
