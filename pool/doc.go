@@ -30,8 +30,11 @@
 //
 // # Guarantees
 //
-//   - Get(n) returns len 0 and cap >= n, always: a returned slice is filed
-//     in the largest bucket it fills, never in one it does not.
+//   - Get(n) returns len 0 and cap >= n, always: a returned slice that grew
+//     is filed in the largest bucket it fills, never in one it does not; one
+//     smaller than the array its lease was handed is counted in Undersized
+//     and not pooled (the lease's own array is), and nothing of a lease
+//     above MaxSize is pooled.
 //   - The sum of the capacities handed out (InUse) never exceeds MaxTotal,
 //     not even for an instant under concurrency: a lease's charge is its
 //     capacity, reserved by compare-and-swap before Get returns.
@@ -93,7 +96,8 @@
 // credit of a collected handle returns to the budget.
 //
 // Stats reads the records one after another: each field is exact when the
-// pool is quiet, and under traffic the snapshot may mix instants. Gets and
-// Puts wrap after 2^53 leases of one record; Prometheus reads that as a
-// counter reset.
+// pool is quiet, and under traffic the snapshot may mix instants, but Gets
+// and Puts never go down from one call to the next (Puts may lag by a lease
+// being garbage-collected at that instant). They wrap after 2^53 leases of
+// one record; Prometheus reads that as a counter reset.
 package pool

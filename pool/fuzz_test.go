@@ -49,9 +49,10 @@ func runFuzzBody(t *testing.T, data []byte) {
 
 	var (
 		want    Stats
-		out     = map[*[]uint16]int64{} // outstanding leases and their charge
-		order   []*[]uint16             // outstanding, oldest first
-		history []*[]uint16             // every pointer ever handed out
+		out     = map[*[]uint16]int64{}   // outstanding leases and their charge
+		arrays  = map[*[]uint16]*uint16{} // the array each outstanding lease was handed
+		order   []*[]uint16               // outstanding, oldest first
+		history []*[]uint16               // every pointer ever handed out
 	)
 	want.MaxTotal = o.MaxTotal
 	forget := func(b *[]uint16) {
@@ -68,9 +69,13 @@ func runFuzzBody(t *testing.T, data []byte) {
 			want.Puts++
 			want.Outstanding--
 			want.InUse -= charge
-			if c := cap(*b); charge > 64 && (c < 4 || c > 64) {
-				want.Discarded++
+			if charge > 64 {
+				want.Discarded++ // never pooled, whatever *b says now
 			}
+			if cap(*b) < int(charge) && unsafe.SliceData(*b) != arrays[b] {
+				want.Undersized++
+			}
+			delete(arrays, b)
 			forget(b)
 		} else if b != nil {
 			want.BadPuts++
@@ -113,6 +118,7 @@ func runFuzzBody(t *testing.T, data []byte) {
 				}
 			}
 			out[b] = charge
+			arrays[b] = unsafe.SliceData(*b)
 			order = append(order, b)
 			history = append(history, b)
 			want.Gets++

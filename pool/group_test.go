@@ -74,40 +74,63 @@ func TestGroupNeverReleasedIsReportedAtTheLineOfGroupGet(t *testing.T) {
 	require.NoError(t, p.Check())
 }
 
+// TestGroupWithConcurrentConsumers releases the handler's reference while
+// consumers still read, and then takes more leases from the pool than the
+// group holds, overwriting each, before the consumers read: a group that
+// returned its leases before its last consumer was done would have its
+// arrays handed to those Gets, and a consumer would read the overwrite.
 func TestGroupWithConcurrentConsumers(t *testing.T) {
+	const leases, consumers, rounds = 4, 8, 50
+	const overwritten = ^uint64(0)
 	p := newPool[uint64](t, Options{MinSize: 64, MaxSize: 64, Factor: 2, MaxTotal: 1 << 20})
-	for round := range 50 {
+	for round := range rounds {
 		g := p.NewGroup()
-		var leases []*[]uint64
-		for i := range 4 {
+		var held []*[]uint64
+		for i := range leases {
 			b, err := g.Get(64)
 			require.NoError(t, err)
 			*b = append(*b, uint64(round*10+i))
-			leases = append(leases, b)
+			held = append(held, b)
 		}
 		var wg sync.WaitGroup
-		bad := make(chan string, 8)
-		for c := range 8 {
+		read := make(chan struct{})
+		bad := make(chan string, consumers)
+		for c := range consumers {
 			release, err := g.Retain()
 			require.NoError(t, err)
 			wg.Go(func() {
 				defer release()
-				for i, b := range leases {
-					if (*b)[0] != uint64(round*10+i) {
-						bad <- fmt.Sprintf("consumer %d read a lease already reused", c)
+				<-read
+				for i, b := range held {
+					if got := (*b)[0]; got != uint64(round*10+i) {
+						bad <- fmt.Sprintf("round %d: consumer %d read %#x in lease %d: it was handed out again before the group was done", round, c, got, i)
+						return
 					}
 				}
 			})
 		}
 		g.Release() // the handler returns while consumers still read
+
+		// Anything the group gave back by now goes to these Gets.
+		var others []*[]uint64
+		for range 2 * leases {
+			b, err := p.Get(64)
+			require.NoError(t, err)
+			*b = append(*b, overwritten)
+			others = append(others, b)
+		}
+		close(read)
 		wg.Wait()
 		close(bad)
 		for msg := range bad {
 			t.Fatal(msg)
 		}
+		for _, b := range others {
+			p.Put(b)
+		}
 	}
 	st := p.Stats()
-	require.Equal(t, int64(200), st.Puts)
+	require.Equal(t, int64(rounds*3*leases), st.Puts)
 	require.Zero(t, st.Outstanding)
 	require.Zero(t, st.BadPuts)
 }

@@ -8,8 +8,8 @@ import "github.com/prometheus/client_golang/prometheus"
 type poolMetrics struct {
 	stats func() Stats
 
-	gets, puts, badPuts, exhausted, discarded, leaked *prometheus.Desc
-	inUse, outstanding, maxTotal                      *prometheus.Desc
+	gets, puts, badPuts, exhausted, discarded, leaked, undersized *prometheus.Desc
+	inUse, outstanding, maxTotal                                  *prometheus.Desc
 }
 
 func newPoolMetrics(name string, stats func() Stats) *poolMetrics {
@@ -25,6 +25,7 @@ func newPoolMetrics(name string, stats func() Stats) *poolMetrics {
 		exhausted:   d("exhausted_total", "Gets refused because the lease would pass MaxTotal."),
 		discarded:   d("discarded_total", "Puts whose array was not pooled (leases above MaxSize)."),
 		leaked:      d("leaked_total", "Tracked leases garbage-collected without Put; their charge was released."),
+		undersized:  d("undersized_puts_total", "Puts of a slice smaller than the array the lease was handed; it was not pooled, the lease's own array was."),
 		inUse:       d("in_use_elements", "Elements (capacity) charged to outstanding leases."),
 		outstanding: d("outstanding_leases", "Leases handed out and not yet returned."),
 		maxTotal:    d("max_total_elements", "The MaxTotal budget in elements; 0 means unlimited."),
@@ -32,7 +33,7 @@ func newPoolMetrics(name string, stats func() Stats) *poolMetrics {
 }
 
 func (m *poolMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.gets, m.puts, m.badPuts, m.exhausted, m.discarded, m.leaked, m.inUse, m.outstanding, m.maxTotal} {
+	for _, d := range []*prometheus.Desc{m.gets, m.puts, m.badPuts, m.exhausted, m.discarded, m.leaked, m.undersized, m.inUse, m.outstanding, m.maxTotal} {
 		ch <- d
 	}
 }
@@ -51,6 +52,7 @@ func (m *poolMetrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.exhausted, s.Exhausted)
 	counter(m.discarded, s.Discarded)
 	counter(m.leaked, s.Leaked)
+	counter(m.undersized, s.Undersized)
 	gauge(m.inUse, s.InUse)
 	gauge(m.outstanding, s.Outstanding)
 	gauge(m.maxTotal, s.MaxTotal)

@@ -54,18 +54,24 @@ leaksafe_pool_outstanding_leases{pool="series"} 1
 # TYPE leaksafe_pool_puts_total counter
 leaksafe_pool_puts_total{pool="chunks"} 0
 leaksafe_pool_puts_total{pool="series"} 1
+# HELP leaksafe_pool_undersized_puts_total Puts of a slice smaller than the array the lease was handed; it was not pooled, the lease's own array was.
+# TYPE leaksafe_pool_undersized_puts_total counter
+leaksafe_pool_undersized_puts_total{pool="chunks"} 0
+leaksafe_pool_undersized_puts_total{pool="series"} 0
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"leaksafe_pool_bad_puts_total", "leaksafe_pool_exhausted_total", "leaksafe_pool_gets_total",
 		"leaksafe_pool_in_use_elements", "leaksafe_pool_max_total_elements", "leaksafe_pool_outstanding_leases",
-		"leaksafe_pool_puts_total"))
+		"leaksafe_pool_puts_total", "leaksafe_pool_undersized_puts_total"))
 	problems, err := testutil.GatherAndLint(reg)
 	require.NoError(t, err)
 	require.Empty(t, problems)
 
 	chunks.Put(c)
+	*s2 = nil // a smaller slice than the lease was handed
 	series.Put(s2)
 	require.Equal(t, 2.0, gathered(t, reg, "leaksafe_pool_puts_total", "series"))
+	require.Equal(t, 1.0, gathered(t, reg, "leaksafe_pool_undersized_puts_total", "series"))
 	require.Equal(t, 1.0, gathered(t, reg, "leaksafe_pool_puts_total", "chunks"))
 	require.Equal(t, 0.0, gathered(t, reg, "leaksafe_pool_in_use_elements", "chunks"))
 }

@@ -44,7 +44,8 @@ type Options struct {
 const maxBuckets = 255
 
 // ErrInvalidOptions is wrapped by every error New returns for bad Options,
-// and by Get on a Pool or Group that New or NewGroup did not build.
+// by Get on a Pool or Group that New or NewGroup did not build, and by Check
+// on a nil *Pool or *Refs.
 var ErrInvalidOptions = errors.New("invalid pool options")
 
 func (o *Options) validate() error {

@@ -20,6 +20,8 @@ var ErrExhausted = errors.New("pool exhausted")
 // one too large to allocate.
 var ErrInvalidSize = errors.New("invalid lease size")
 
+var errNilPool = fmt.Errorf("%w: nil *Pool; build one with New", ErrInvalidOptions)
+
 // Pool is a bucketed pool of slices that counts every lease. Get and Put
 // have the shape of Thanos' pool.Pool[T], so a Pool drops into a fork.
 //
@@ -54,10 +56,12 @@ type Pool[T any] struct {
 	lastUsed int                        // records handed out of the newest slab
 
 	// Rare events: a shared counter each is fine.
-	exhausted atomic.Int64
-	badPuts   atomic.Int64
-	discarded atomic.Int64
-	leaked    atomic.Int64
+	exhausted  atomic.Int64
+	badPuts    atomic.Int64
+	discarded  atomic.Int64
+	undersized atomic.Int64
+	leaked     atomic.Int64
+	statsPuts  atomic.Int64 // the Puts Stats last returned: see stats
 
 	events  events      // bad Puts and collected leases, grouped by stack
 	tracker *tracker[T] // nil unless Track or TrackEvery
@@ -341,7 +345,10 @@ func (p *Pool[T]) chargeBudget(rec *record[T], i int, n int, lease uint64) error
 		return nil
 	}
 	p.exhausted.Add(1)
-	inUse := p.maxTotal - p.avail.Load()
+	// Not MaxTotal-avail: that also counts the credit free handles park,
+	// and would tell a user hunting a leak that idle buffers are in use.
+	// Summing the records is a walk, but only a refused Get pays for it.
+	inUse := p.Stats().InUse
 	return fmt.Errorf("%w: pool %q: Get(%d) needs %d elements, %d of MaxTotal %d in use",
 		ErrExhausted, p.name, n, charge, inUse, p.maxTotal)
 }
@@ -543,8 +550,11 @@ func (p *Pool[T]) lookup(b *[]T) *record[T] {
 // one case only Track catches).
 //
 // Put pools the array the lease was handed, whatever *b says now; if *b
-// points to a different array (it grew with append), that array is filed in
-// the largest bucket it fills instead. Put does not clear the slice.
+// points to a larger array (it grew with append), that array is filed in
+// the largest bucket it fills instead. If *b points to a smaller array than
+// the lease was handed (or into it, past its start), that slice is not
+// pooled and the Put is counted in Stats.Undersized. Put does not clear the
+// slice.
 func (p *Pool[T]) Put(b *[]T) {
 	if b == nil {
 		return
@@ -606,32 +616,43 @@ func (p *Pool[T]) release(rec *record[T], b *[]T, tracked uint64, skip int) {
 		p.buckets[h.bucket].Put(h) // the common case: the array it was handed
 		return
 	}
-	keep, bucket := p.chooseArray(h.buf, h.bucket, cur)
+	keep, bucket, undersized := p.chooseArray(h.buf, h.bucket, cur)
 	if cap(keep) == 0 || unsafe.SliceData(keep) != unsafe.SliceData(rec.buf) {
 		rec.buf = nil // do not keep alive an array the buckets do not hold
 	}
 	h.buf, h.bucket = keep, bucket
 	p.park(h)
+	if undersized {
+		p.undersized.Add(1)
+	}
 	if keep == nil {
 		p.discarded.Add(1)
 	}
 }
 
-// chooseArray decides what a lease returns to the buckets when cur no longer
-// starts at the array it was handed (orig, from bucket): cur, filed in the
-// largest bucket it fills, if it is within MinSize..MaxSize (it grew with
-// append); else orig, which the pool allocated and the lease is done with.
-// nil means nothing is pooled (a lease above MaxSize).
-func (p *Pool[T]) chooseArray(orig []T, bucket int, cur []T) ([]T, int) {
-	if c := cap(cur); c > 0 && c <= p.sizes[len(p.sizes)-1] {
+// chooseArray decides what a lease returns to the buckets when cur is not
+// simply the array it was handed (orig, from bucket). Only a slice that grew
+// past orig (append moved it) replaces it, filed in the largest bucket it
+// fills: it is the array the holder kept, and it serves every Get of that
+// bucket. Anything else goes back as orig, which the pool handed out and
+// the lease is done with. A smaller array in cur — put in its place, or a
+// slice that no longer starts where orig did — is not pooled but counted as
+// undersized: it is not what the pool handed out (someone may still hold
+// it), and filing it would trade a full array for a smaller one. nil means
+// nothing is pooled: a lease above MaxSize never is, not even a window of
+// it, which would pin the whole array.
+func (p *Pool[T]) chooseArray(orig []T, bucket int, cur []T) (keep []T, kbucket int, undersized bool) {
+	c := cap(cur)
+	undersized = c < cap(orig) && unsafe.SliceData(cur) != unsafe.SliceData(orig)
+	if c > cap(orig) && c <= p.sizes[len(p.sizes)-1] {
 		if j := p.bucketFilledBy(c); j >= 0 {
-			return cur[:0:p.sizes[j]], j
+			return cur[:0:p.sizes[j]], j, false
 		}
 	}
 	if orig == nil || bucket == bigBucket {
-		return nil, 0
+		return nil, 0, undersized
 	}
-	return orig[:0], bucket
+	return orig[:0], bucket, undersized
 }
 
 // Stats is a snapshot of a pool's counters.
@@ -645,24 +666,41 @@ type Stats struct {
 	BadPuts     int64 // double or foreign Puts, counted and ignored
 	Discarded   int64 // Puts whose array was not pooled (leases above MaxSize)
 	Leaked      int64 // tracked leases garbage-collected without Put; their charge was released
+	// Undersized counts Puts whose slice had less capacity than the lease
+	// was handed and was not that array any more (a smaller one put in its
+	// place, or resliced to start later). That slice was not pooled; the
+	// lease's own array was (unless above MaxSize), so no Get ever receives
+	// less than it asked for.
+	Undersized int64
 }
 
 // Stats sums the per-lease counters. Each field is exact when the pool is
 // quiet; under concurrent traffic the records are read one after another,
-// so the snapshot may mix instants. InUse can never really exceed MaxTotal
-// (the budget is reserved before a lease is handed out); the snapshot is
-// clamped to it so a racing read never shows an impossible figure.
-func (p *Pool[T]) Stats() Stats {
+// so the snapshot may mix instants. Gets and Puts, exported as Prometheus
+// counters, never go down from one call to the next (until a record wraps;
+// see the package doc); Puts may lag by the leases being garbage-collected
+// at that instant. InUse can never really exceed MaxTotal (the budget is
+// reserved before a lease is handed out); the snapshot is clamped to it so
+// a racing read never shows an impossible figure.
+func (p *Pool[T]) Stats() Stats { return p.stats(nil) }
+
+// stats is Stats. visit, if not nil, runs before each record is read and
+// once more, with nil, after the last: tests use it to end leases in the
+// middle of the walk.
+func (p *Pool[T]) stats(visit func(*record[T])) Stats {
 	st := Stats{
-		MaxTotal:  p.maxTotal,
-		Exhausted: p.exhausted.Load(),
-		BadPuts:   p.badPuts.Load(),
-		Discarded: p.discarded.Load(),
-		Leaked:    p.leaked.Load(),
+		MaxTotal:   p.maxTotal,
+		Exhausted:  p.exhausted.Load(),
+		BadPuts:    p.badPuts.Load(),
+		Discarded:  p.discarded.Load(),
+		Undersized: p.undersized.Load(),
 	}
 	for _, sl := range p.allSlabs() {
 		for i := range sl.recs {
 			r := &sl.recs[i]
+			if visit != nil {
+				visit(r)
+			}
 			s := r.state.Load()
 			st.Gets += int64(s >> countShift)
 			if s&leasedBit != 0 {
@@ -671,11 +709,38 @@ func (p *Pool[T]) Stats() Stats {
 			}
 		}
 	}
-	st.Puts = st.Gets - st.Outstanding - st.Leaked
+	if visit != nil {
+		visit(nil)
+	}
+	// Leaked is read after the walk, and a finalizer counts a leak before
+	// it ends the lease (see boxFinalized): so every collected lease the
+	// walk saw end is in Leaked, and Puts is never more than were made.
+	// Read before the walk, a lease collected during it was an end the walk
+	// saw but not a leak, Puts came out one too many, and the next scrape
+	// showed puts_total going down. It can still come out short (a leak
+	// counted whose end the walk missed), so it is held at the last value
+	// returned: a counter must not go down.
+	st.Leaked = p.leaked.Load()
+	st.Puts = p.monotonicPuts(st.Gets - st.Outstanding - st.Leaked)
 	if p.maxTotal > 0 && st.InUse > p.maxTotal {
 		st.InUse = p.maxTotal
 	}
 	return st
+}
+
+// monotonicPuts returns puts, or the Puts an earlier Stats returned if that
+// was more. A drop of 2^52 or more is a record's count wrapping, not a race:
+// that one is passed on, as the package doc says.
+func (p *Pool[T]) monotonicPuts(puts int64) int64 {
+	for {
+		last := p.statsPuts.Load()
+		if puts < last && last-puts < 1<<52 {
+			return last
+		}
+		if puts == last || p.statsPuts.CompareAndSwap(last, puts) {
+			return puts
+		}
+	}
 }
 
 // Name returns Options.Name.

@@ -265,6 +265,38 @@ func TestCheckIsNilForAnUnusedPool(t *testing.T) {
 	VerifyNone(t, nilChecker) // nil checkers are skipped
 }
 
+// countingChecker counts the Check calls it passes on.
+type countingChecker struct {
+	c     Checker
+	calls int
+}
+
+func (c *countingChecker) Check() error { c.calls++; return c.c.Check() }
+
+// A nil *Pool or *Refs in a Checker is not a nil interface: VerifyNone
+// cannot skip it, and it must say what is wrong rather than panic.
+func TestVerifyNoneReportsANilPoolOrRefsInsteadOfPanicking(t *testing.T) {
+	var nilPool *Pool[byte]
+	var nilRefs *Refs
+	for _, c := range []struct {
+		checker Checker
+		want    string
+	}{
+		{nilPool, "nil *Pool; build one with New"},
+		{nilRefs, "nil *Refs"},
+	} {
+		err := c.checker.Check()
+		require.ErrorIs(t, err, ErrInvalidOptions)
+		require.ErrorContains(t, err, c.want)
+
+		var rec recorder
+		counted := &countingChecker{c: c.checker}
+		VerifyNone(&rec, counted)
+		require.Contains(t, rec.String(), c.want)
+		require.Equal(t, 1, counted.calls, "nothing to wait for: reported at once, not after the grace period")
+	}
+}
+
 func TestCheckCountsUntrackedLeasesAndSaysHowToFindThem(t *testing.T) {
 	p := newPool[byte](t, Options{Name: "chunks", MinSize: 1024, MaxSize: 4096, Factor: 2})
 	b1, _ := p.Get(10)

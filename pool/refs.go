@@ -33,6 +33,8 @@ type Refs struct {
 	nLeaked int64
 }
 
+var errNilRefs = fmt.Errorf("%w: nil *Refs; pass the address of a Refs (its zero value is ready)", ErrInvalidOptions)
+
 // refHolder is one Acquire; its release method is what the caller holds.
 type refHolder struct {
 	r    *Refs
@@ -142,6 +144,9 @@ func (r *Refs) Wait(ctx context.Context) error {
 // lost; otherwise an error wrapping ErrLeak that counts the holders and,
 // with Track, groups them by the stack of their Acquire, most frequent first.
 func (r *Refs) Check() error {
+	if r == nil {
+		return errNilRefs // see Pool.Check
+	}
 	n := r.n.Load()
 	r.mu.Lock()
 	nLeaked := r.nLeaked

@@ -58,6 +58,70 @@ func TestGetNeverReturnsLessCapacityThanAsked(t *testing.T) {
 	require.Equal(t, int64(1), p.Stats().BadPuts, "the foreign slice is counted, not pooled")
 }
 
+// The other half of (a): a Put whose slice was replaced by a smaller one, or
+// resliced, never makes a later Get return less than it asked for. A smaller
+// array than the lease was handed is counted in Undersized and not pooled
+// (the lease's own array is), and nothing of a lease above MaxSize is pooled,
+// not even a bucket-sized window of it.
+func TestPutOfASmallerSliceIsCountedAndNeverHandedOut(t *testing.T) {
+	p := newPool[byte](t, Options{MinSize: 1000, MaxSize: 64000, Factor: 4}) // 1000 4000 16000 64000
+	var foreign []unsafe.Pointer                                             // arrays no later Get may return
+	first := func(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b[:1])) }
+
+	replaced, _ := p.Get(4000)
+	smaller := make([]byte, 0, 2000) // fills the 1000 bucket
+	*replaced = smaller
+	p.Put(replaced)
+	foreign = append(foreign, first(smaller))
+
+	tiny, _ := p.Get(16000)
+	*tiny = make([]byte, 0, 100) // fills no bucket
+	foreign = append(foreign, first(*tiny))
+	p.Put(tiny)
+
+	offset, _ := p.Get(4000)
+	*offset = (*offset)[3000:3000] // cap 1000, no longer where it was handed out
+	p.Put(offset)
+
+	emptied, _ := p.Get(4000)
+	*emptied = nil
+	p.Put(emptied)
+
+	big, _ := p.Get(100000)
+	window := (*big)[:0:64000]
+	foreign = append(foreign, first(window))
+	*big = window
+	p.Put(big)
+
+	capped, _ := p.Get(4000) // same array, capacity cut: the pool still has the whole array
+	*capped = (*capped)[:0:10]
+	p.Put(capped)
+
+	st := p.Stats()
+	require.Equal(t, int64(4), st.Undersized, "replaced, tiny, offset and emptied")
+	require.Equal(t, int64(1), st.Discarded, "the lease above MaxSize")
+	require.Zero(t, st.BadPuts)
+
+	var held []*[]byte
+	defer func() {
+		for _, b := range held {
+			p.Put(b)
+		}
+		require.NoError(t, p.Check())
+	}()
+	for _, n := range []int{0, 1, 999, 1000, 1001, 2000, 3999, 4000, 16000, 60000, 64000} {
+		for range 3 { // hold them, so every pooled array is handed out in turn
+			b, err := p.Get(n)
+			require.NoError(t, err)
+			require.GreaterOrEqual(t, cap(*b), n, "Get(%d)", n)
+			for _, f := range foreign {
+				require.NotEqual(t, f, first(*b), "Get(%d) returned an array the pool did not hand out at that size", n)
+			}
+			held = append(held, b)
+		}
+	}
+}
+
 // (b) BucketedPool checks the budget against n but charges the bucket: with
 // a 200 KiB limit two 65 KiB Gets, each handed a 128 KiB slice, both succeed
 // and 256 KiB is in use. Here the charge is the capacity handed out, and it
@@ -80,6 +144,30 @@ func TestMaxTotalCountsTheCapacityHandedOut(t *testing.T) {
 	b, err = p.Get(65 << 10)
 	require.NoError(t, err)
 	p.Put(b)
+	require.NoError(t, p.Check())
+}
+
+// The figure in an ErrExhausted error is what Stats calls InUse: the charge
+// of leases still out, not the budget that free handles keep parked for
+// their next Get.
+func TestExhaustedErrorCountsOnlyLeasesStillOut(t *testing.T) {
+	p := newPool[byte](t, Options{Name: "chunks", MinSize: 32, MaxSize: 64, Factor: 2, MaxTotal: 100})
+	idle, err := p.Get(64)
+	require.NoError(t, err)
+	p.Put(idle) // its handle parks 64 of credit
+	_, err = p.Get(101)
+	require.ErrorIs(t, err, ErrExhausted)
+	require.EqualError(t, err, `pool exhausted: pool "chunks": Get(101) needs 101 elements, 0 of MaxTotal 100 in use`)
+
+	held, err := p.Get(64)
+	require.NoError(t, err)
+	small, err := p.Get(32)
+	require.NoError(t, err)
+	p.Put(small) // parks 32
+	_, err = p.Get(101)
+	require.EqualError(t, err, `pool exhausted: pool "chunks": Get(101) needs 101 elements, 64 of MaxTotal 100 in use`)
+	require.Equal(t, int64(64), p.Stats().InUse)
+	p.Put(held)
 	require.NoError(t, p.Check())
 }
 
@@ -240,6 +328,15 @@ func TestGrownLeaseIsUnchargedByWhatItWasCharged(t *testing.T) {
 	st := p.Stats()
 	require.Equal(t, int64(1<<10), st.InUse, "b is still out; Thanos would report 0 here")
 	require.Equal(t, int64(1), st.Outstanding)
+	// Stats sums what each lease was charged, so it cannot see the budget
+	// itself over-released: a Get of one element more than b leaves must be
+	// refused, and one of exactly that must not be.
+	rest := 1<<20 - 1<<10
+	_, err := p.Get(rest + 1)
+	require.ErrorIs(t, err, ErrExhausted, "a's Put released more than a was charged")
+	fits, err := p.Get(rest)
+	require.NoError(t, err)
+	p.Put(fits)
 
 	p.Put(b)
 	require.Zero(t, p.Stats().InUse)

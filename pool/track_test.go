@@ -154,6 +154,48 @@ func TestTrackedLeaseDroppedWithoutPutIsReportedAndItsBudgetReleased(t *testing.
 	require.ErrorContains(t, err, fmt.Sprintf("track_test.go:%d", line))
 }
 
+// Puts is exported as the counter puts_total, derived from the records and
+// Leaked. A lease garbage-collected while Stats walks the records must not
+// make one snapshot count it as Put and the next not (Prometheus reads a
+// counter that goes down as a reset), whether it is collected before the
+// walk reaches its record or after. The finalizer is run by hand at those
+// two instants: the garbage collector cannot be made to.
+func TestPutsNeverGoDownWhileLeasesAreCollected(t *testing.T) {
+	p := newPool[byte](t, Options{MinSize: 8, MaxSize: 8, Factor: 2, Track: true})
+	for range 3 {
+		b, err := p.Get(8)
+		require.NoError(t, err)
+		p.Put(b)
+	}
+	early, _ := p.Get(8)
+	late, _ := p.Get(8)
+	last := p.Stats()
+	require.Equal(t, int64(3), last.Puts)
+
+	collectAt := func(box *[]byte, when func(r *record[byte], first bool) bool) {
+		first, done := true, false
+		mid := p.stats(func(r *record[byte]) {
+			if !done && when(r, first) {
+				p.boxFinalized(box)
+				done = true
+			}
+			first = false
+		})
+		require.True(t, done)
+		now := p.Stats()
+		require.LessOrEqual(t, last.Puts, mid.Puts, "puts went down")
+		require.LessOrEqual(t, mid.Puts, now.Puts, "puts went down")
+		require.Equal(t, int64(3), now.Puts, "a collected lease is not a Put")
+		require.Equal(t, now.Gets, now.Puts+now.Outstanding+now.Leaked)
+		last = now
+	}
+	collectAt(early, func(_ *record[byte], first bool) bool { return first }) // before its record is read
+	require.Equal(t, int64(1), last.Leaked)
+	collectAt(late, func(r *record[byte], _ bool) bool { return r == nil }) // after
+	require.Equal(t, int64(2), last.Leaked)
+	require.Zero(t, last.Outstanding)
+}
+
 func TestCollectedHandlesReturnTheirRecordsAndBudget(t *testing.T) {
 	p := newPool[byte](t, Options{MinSize: 128, MaxSize: 1024, Factor: 2, MaxTotal: 1 << 20})
 	var held []*[]byte

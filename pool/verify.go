@@ -50,7 +50,8 @@ const verifyBudget = 2 * time.Second
 // VerifyNone fails t (t.Errorf, like goleak.VerifyNone) for every checker
 // whose Check still reports something after a short grace period. During the
 // grace period it runs the garbage collector, so tracked leases that were
-// dropped without Put are reported as such. Use it at the end of a test:
+// dropped without Put are reported as such. A nil Checker is skipped; a nil
+// *Pool or *Refs is reported at once. Use it at the end of a test:
 //
 //	defer pool.VerifyNone(t, chunks, block.pendingReaders)
 func VerifyNone(t TestingT, cs ...Checker) {
@@ -79,7 +80,10 @@ func settle(c Checker) error {
 	return err
 }
 
+// isFinal reports whether waiting cannot change err: history (see
+// leakError.final), or a checker that was never built (a nil *Pool), which
+// no amount of waiting will build.
 func isFinal(err error) bool {
 	var le *leakError
-	return errors.As(err, &le) && le.final
+	return errors.As(err, &le) && le.final || errors.Is(err, ErrInvalidOptions)
 }
