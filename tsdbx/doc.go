@@ -36,7 +36,8 @@
 //     Afterwards db.Head().NumSeries() is 0 unless something was appended
 //     meanwhile. Errors of all phases are joined.
 //   - An in-order head without samples is never passed to db.CompactHead,
-//     which would move its MinTime forward 1 ms per call.
+//     which would move its MinTime forward 1 ms per call. A head without
+//     series is a no-op: db.CompactOOOHead would cut a WBL segment each time.
 //   - Every sample whose Append and Commit through Appendable returned nil is
 //     served by db.Querier after the compaction and after a restart (WAL
 //     replay), floats and native histograms, in-order and out-of-order, with
