@@ -47,6 +47,8 @@
 //     or none sent) is not activity: a client whose requests are all refused
 //     would otherwise keep an idle tenant's head in memory for ever, the
 //     incident's very symptom.
+//   - An idle compaction is abandoned, and the gate reopened, if a push
+//     committed between the idleness check and the end of the drain.
 //   - A failed compaction leaves the DB usable and its data in the head; the
 //     next attempt retries. Run logs and counts failures and returns nil when
 //     its context ends, leaving no goroutine behind.

@@ -122,7 +122,9 @@ func (c *IdleCompactor) LastActivity() time.Time {
 }
 
 // CompactIfIdle compacts the head (see CompactHead) if nothing was appended for
-// IdleOptions.IdleTimeout and the head holds at least one series. compacted
+// IdleOptions.IdleTimeout and the head holds at least one series. Idleness is
+// checked again once the gate is shut and the appenders opened before it have
+// finished, so a push committed meanwhile cancels the compaction. compacted
 // reports whether the compaction ran, even if it then returned an error; it
 // is false when the DB is busy, its head is empty, ctx has ended, or appenders
 // opened earlier did not finish within DrainTimeout (ErrAppendersInFlight).
@@ -189,7 +191,11 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 	defer func() { <-c.running }()
 
 	start := c.opts.Now()
+	abandoned := false
 	defer func() {
+		if abandoned {
+			return // no compaction was attempted: neither a duration nor a failure
+		}
 		c.metrics.duration.Observe(c.opts.Now().Sub(start).Seconds())
 		if err != nil && !errors.Is(err, context.Canceled) {
 			c.metrics.failures.WithLabelValues(trigger).Inc()
@@ -201,6 +207,15 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 		return false, err
 	}
 	defer c.gate.open()
+
+	// The idleness check ran before the gate shut: a push may have committed
+	// since, before the gate shut or while the drain waited for it. Compacting
+	// now would empty the head of a tenant that is sending again.
+	if trigger == triggerIdle && !c.idle() {
+		abandoned = true
+		c.enterPhase(phaseFinished)
+		return false, nil
+	}
 
 	head := c.db.Head()
 	before := head.NumSeries()

@@ -176,6 +176,43 @@ func TestCompactIfIdleCompactsOnlyAfterIdleTimeoutWithoutActivity(t *testing.T) 
 	require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_head_compactions_total", "trigger", "idle"))
 }
 
+// Idleness is checked before the gate shuts; a push that commits after that
+// check (here: one opened earlier and committed while the drain waits for
+// it) means the tenant is sending again, and its head must stay in memory.
+func TestCompactIfIdleDoesNotCompactWhenAPushCommitsAfterTheIdlenessCheck(t *testing.T) {
+	db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+	clock := newFakeClock()
+	c, reg := newTestCompactor(t, db, clock, IdleOptions{})
+	want := incidentWorkload.load(t, c.Appendable())
+	push := c.Appendable().Appender(context.Background())
+	late := sample{0, incidentWorkload.start + int64(incidentWorkload.samplesPerSeries)*scrape}
+	require.NoError(t, appendSample(push, late.series, late.t))
+	clock.Advance(idleTimeout)
+	var commitErr error
+	c.onPhase = func(p phase) {
+		if p == phaseDrain {
+			commitErr = push.Commit()
+		}
+	}
+
+	compacted, err := c.CompactIfIdle(context.Background())
+
+	require.NoError(t, commitErr)
+	want.add(late.series, late.t)
+	require.NoError(t, err)
+	require.False(t, compacted, "compacted the head of a tenant that pushed after the idleness check")
+	require.EqualValues(t, incidentWorkload.series, db.Head().NumSeries())
+	require.Empty(t, db.Blocks())
+	require.Equal(t, 0.0, metricValue(t, reg, "leaksafe_tsdbx_head_compactions_total", "trigger", "idle"))
+	require.Equal(t, 0.0, metricValue(t, reg, "leaksafe_tsdbx_head_compaction_failures_total", "trigger", "idle"))
+	for _, p := range phases {
+		require.Equal(t, 0.0, metricValue(t, reg, "leaksafe_tsdbx_compaction_waiting_seconds", "phase", string(p)))
+	}
+	c.onPhase = nil
+	appendCommitted(t, c.Appendable(), want, sample{1, late.t}) // the gate is open again
+	requireExactly(t, db.DB, want)
+}
+
 func TestSuccessfulCommitOfSamplesMarksActivityAndNothingElseDoes(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
