@@ -50,8 +50,9 @@
 //   - An idle compaction is abandoned, and the gate reopened, if a push
 //     committed between the idleness check and the end of the drain.
 //   - A failed compaction leaves the DB usable and its data in the head; the
-//     next attempt retries. Run logs and counts failures and returns nil when
-//     its context ends, leaving no goroutine behind.
+//     next attempt retries. Every failure is logged once and counted,
+//     whichever method started it. Run returns nil when its context ends,
+//     leaving no goroutine behind.
 //
 // # Why appends are gated, and how
 //

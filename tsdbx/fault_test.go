@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,7 +163,7 @@ func TestRunLogsCountsAndRetriesAFailedCompaction(t *testing.T) {
 
 	ticks <- clock.Now()
 	require.Error(t, <-checks)
-	require.Contains(t, logs.String(), "idle head compaction failed")
+	require.Equal(t, 1, strings.Count(logs.String(), "head compaction failed"), "one line per failure, not one from Run and one from the compaction: %s", logs.String())
 	require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_head_compaction_failures_total", "trigger", "idle"))
 
 	repair()
@@ -172,4 +173,36 @@ func TestRunLogsCountsAndRetriesAFailedCompaction(t *testing.T) {
 	requireExactly(t, db.DB, want)
 	require.Equal(t, 2.0, metricValue(t, reg, "leaksafe_tsdbx_head_compactions_total", "trigger", "idle"))
 	require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_head_compaction_failures_total", "trigger", "idle"))
+}
+
+// An operator reads failures in the log whatever started the compaction: the
+// shutdown flush (CompactNow) fails as silently otherwise as a direct
+// CompactIfIdle does.
+func TestEveryFailedCompactionIsLoggedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		compact func(c *IdleCompactor) error
+	}{
+		{"CompactNow", func(c *IdleCompactor) error { return c.CompactNow(context.Background()) }},
+		{"CompactIfIdle", func(c *IdleCompactor) error {
+			_, err := c.CompactIfIdle(context.Background())
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+			clock := newFakeClock()
+			var logs syncBuffer
+			c, _ := newTestCompactor(t, db, clock, IdleOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			incidentWorkload.load(t, c.Appendable())
+			_, repair := faults[0].inject(t, db)
+			defer repair()
+			clock.Advance(idleTimeout)
+
+			require.Error(t, tc.compact(c))
+
+			require.Equal(t, 1, strings.Count(logs.String(), "level=ERROR"), "log: %s", logs.String())
+			require.Contains(t, logs.String(), "head compaction failed")
+		})
+	}
 }

@@ -169,9 +169,6 @@ func (c *IdleCompactor) Run(ctx context.Context) error {
 		case <-ticks:
 		}
 		compacted, err := c.CompactIfIdle(ctx)
-		if err != nil && ctx.Err() == nil {
-			c.logger.Error("idle head compaction failed, retrying at the next check", "err", err, "retry_in", c.opts.CheckInterval)
-		}
 		if c.onCheck != nil {
 			c.onCheck(compacted, err)
 		}
@@ -197,8 +194,11 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 			return // no compaction was attempted: neither a duration nor a failure
 		}
 		c.metrics.duration.Observe(c.opts.Now().Sub(start).Seconds())
+		// Logged here rather than in Run so that a failed CompactNow (the
+		// shutdown flush) or a direct CompactIfIdle leaves a trace too, once.
 		if err != nil && !errors.Is(err, context.Canceled) {
 			c.metrics.failures.WithLabelValues(trigger).Inc()
+			c.logger.Error("head compaction failed", "trigger", trigger, "err", err)
 		}
 	}()
 

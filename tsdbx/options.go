@@ -63,7 +63,9 @@ type IdleOptions struct {
 	// appenders are refused when one of those is leaked. 0 means
 	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
-	// Logger receives one line per compaction and per failure. nil discards.
+	// Logger receives one line per compaction and one per failed attempt (each
+	// one leaksafe_tsdbx_head_compaction_failures_total counts), whether Run,
+	// CompactIfIdle or CompactNow started it. nil discards.
 	Logger *slog.Logger
 	// Registerer, when set, receives the metrics in metrics.go. Several
 	// compactors (one per tenant) need distinct labels: wrap it with
