@@ -83,8 +83,11 @@
 //     coordinated with compaction. Use one IdleCompactor per DB.
 //   - An appender never committed nor rolled back fails every compaction
 //     attempt with ErrAppendersInFlight after IdleOptions.DrainTimeout, during
-//     which new appenders are refused; appends never block on it.
-//     leaksafe_tsdbx_appenders_in_flight shows it.
+//     which new appenders are refused; appends never block on it. Run then
+//     leaves the gate open a whole CheckInterval before it tries again (and
+//     DrainTimeout must be shorter than CheckInterval), so such a tenant's
+//     pushes are refused at most DrainTimeout out of every
+//     DrainTimeout+CheckInterval. leaksafe_tsdbx_appenders_in_flight shows it.
 //   - Head truncation waits, without cancellation, for queriers overlapping
 //     the head: a querier that is never closed blocks compaction forever.
 //     ctx is checked only between phases and block ranges;

@@ -128,6 +128,10 @@ func (c *IdleCompactor) LastActivity() time.Time {
 // reports whether the compaction ran, even if it then returned an error; it
 // is false when the DB is busy, its head is empty, ctx has ended, or appenders
 // opened earlier did not finish within DrainTimeout (ErrAppendersInFlight).
+//
+// A caller driving CompactIfIdle from its own loop instead of Run should, as
+// Run does, wait a CheckInterval after ErrAppendersInFlight: each attempt
+// refuses appends for up to DrainTimeout.
 func (c *IdleCompactor) CompactIfIdle(ctx context.Context) (compacted bool, err error) {
 	if err := c.constructed(); err != nil {
 		return false, err
@@ -153,22 +157,36 @@ func (c *IdleCompactor) CompactNow(ctx context.Context) error {
 }
 
 // Run calls CompactIfIdle every IdleOptions.CheckInterval until ctx ends, then
-// returns nil (ErrNotConstructed at once for a zero IdleCompactor). A failed compaction is logged, counted in
-// leaksafe_tsdbx_head_compaction_failures_total and retried at the next tick.
-// Run starts no goroutine of its own.
+// returns nil (ErrNotConstructed at once for a zero IdleCompactor). A failed
+// compaction is logged, counted in leaksafe_tsdbx_head_compaction_failures_total
+// and retried at the next tick, except after ErrAppendersInFlight: then the
+// gate stays open for at least a whole CheckInterval before the next attempt
+// shuts it again. Run starts no goroutine of its own.
 func (c *IdleCompactor) Run(ctx context.Context) error {
 	if err := c.constructed(); err != nil {
 		return err
 	}
 	ticks, stop := c.newTicker(c.opts.CheckInterval)
 	defer stop()
+	// A leaked appender fails every drain, and the pushes refused meanwhile
+	// are not activity, so the tenant stays idle and every check drains again.
+	// A tick that fell due while a drain waited would shut the gate again
+	// moments after it reopened, refusing nearly every push; holding off for a
+	// CheckInterval from the reopening keeps it open most of the time.
+	var holdOffUntil time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticks:
 		}
+		if c.opts.Now().Before(holdOffUntil) {
+			continue
+		}
 		compacted, err := c.CompactIfIdle(ctx)
+		if errors.Is(err, ErrAppendersInFlight) {
+			holdOffUntil = c.opts.Now().Add(c.opts.CheckInterval)
+		}
 		if c.onCheck != nil {
 			c.onCheck(compacted, err)
 		}

@@ -80,6 +80,9 @@ func TestNewIdleCompactorRejectsInvalidOptions(t *testing.T) {
 		{"negative IdleTimeout", db, IdleOptions{IdleTimeout: -time.Second}, ErrInvalidOptions},
 		{"negative CheckInterval", db, IdleOptions{CheckInterval: -1}, ErrInvalidOptions},
 		{"negative DrainTimeout", db, IdleOptions{DrainTimeout: -time.Minute}, ErrInvalidOptions},
+		// A leaked appender refuses pushes for DrainTimeout at every check.
+		{"DrainTimeout as long as CheckInterval", db, IdleOptions{CheckInterval: time.Minute, DrainTimeout: time.Minute}, ErrInvalidOptions},
+		{"DrainTimeout longer than the default CheckInterval", db, IdleOptions{DrainTimeout: 2 * DefaultCheckInterval}, ErrInvalidOptions},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
@@ -127,6 +130,21 @@ func TestNewIdleCompactorFillsZeroOptionsWithDefaults(t *testing.T) {
 	require.Equal(t, DefaultDrainTimeout, c.opts.DrainTimeout)
 	require.NotNil(t, c.opts.Logger)
 	require.NotNil(t, c.opts.Now)
+}
+
+// A leaked appender refuses a tenant's pushes for DrainTimeout at every
+// check, so the default drain must be a small part of the check interval,
+// also when only CheckInterval is set.
+func TestDefaultDrainTimeoutIsWellUnderCheckInterval(t *testing.T) {
+	for _, checkInterval := range []time.Duration{0, time.Hour, 20 * time.Millisecond} {
+		t.Run(checkInterval.String(), func(t *testing.T) {
+			db := openTestDB(t, dbConfig{})
+			c, err := NewIdleCompactor(db.DB, IdleOptions{CheckInterval: checkInterval})
+			require.NoError(t, err)
+			require.Positive(t, c.opts.DrainTimeout)
+			require.LessOrEqual(t, c.opts.DrainTimeout, c.opts.CheckInterval/4)
+		})
+	}
 }
 
 func TestOneCompactorPerRegistryUnlessLabelsDiffer(t *testing.T) {
