@@ -43,8 +43,9 @@ type IdleCompactor struct {
 	onCheck   func(compacted bool, err error) // after each of Run's checks
 }
 
-// NewIdleCompactor returns a compactor for db. It rejects a nil db and
-// negative durations; zero durations take their defaults. Construction counts
+// NewIdleCompactor returns a compactor for db. It rejects a nil db, negative
+// durations and a DrainTimeout not shorter than CheckInterval; zero durations
+// take their defaults. Construction counts
 // as activity, so a DB just opened (and its replayed WAL) is left alone for
 // one IdleTimeout.
 func NewIdleCompactor(db *tsdb.DB, o IdleOptions) (*IdleCompactor, error) {
