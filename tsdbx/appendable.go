@@ -65,7 +65,8 @@ func (g *gate) shut() <-chan struct{} {
 
 // await waits for the channel shut returned. If ctx ends first the gate is
 // reopened and ctx's error returned, so a leaked appender delays compaction
-// but keeps appends out no longer than ctx allows.
+// but keeps appends out no longer than ctx allows, at each attempt; Run keeps
+// the attempts a CheckInterval apart, so that the gate is mostly open.
 func (g *gate) await(ctx context.Context, drained <-chan struct{}) error {
 	select {
 	case <-drained:

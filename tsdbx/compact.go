@@ -51,7 +51,8 @@ var (
 // The in-order head is written in block-aligned ranges no longer than the DB's
 // block range (tsdb.Options.MinBlockDuration). An in-order head that holds no
 // sample is not touched: db.CompactHead on it would still move the head's
-// MinTime forward by 1 ms per call and reject appends in that millisecond.
+// MinTime forward by 1 ms per call and reject appends in that millisecond. A
+// head without series is a no-op: no DB call, no new WBL segment.
 //
 // Samples Prometheus cannot write to a block (see ErrUnpersistableTimestamp)
 // stay in the head, and CompactHead reports them.
@@ -86,6 +87,12 @@ func (fc fullCompaction) run(ctx context.Context) error {
 		fc.enter = func(phase) {}
 	}
 	defer fc.enter(phaseFinished)
+	if fc.db.Head().NumSeries() == 0 {
+		// Every sample, in order or out of order, belongs to a head series,
+		// so there is nothing to write. db.CompactOOOHead would still cut and
+		// fsync a new WBL segment, at every idle check of an idle tenant.
+		return nil
+	}
 
 	var errs []error
 	for _, step := range []struct {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"weak"
@@ -74,9 +76,35 @@ func countDBCompactHead(t *testing.T) *int {
 	return calls
 }
 
+// countDBCompactOOOHead counts the db.CompactOOOHead calls made during the test.
+func countDBCompactOOOHead(t *testing.T) *int {
+	calls := new(int)
+	orig := dbCompactOOOHead
+	dbCompactOOOHead = func(db *tsdb.DB, ctx context.Context) error {
+		*calls++
+		return orig(db, ctx)
+	}
+	t.Cleanup(func() { dbCompactOOOHead = orig })
+	return calls
+}
+
+// wblSegments lists the DB's WBL segment files.
+func wblSegments(t *testing.T, db *testDB) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(db.dir, "wbl"))
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
 // db.CompactHead on a head without samples still truncates it at MaxTime+1:
 // MinTime creeps forward 1 ms per call and appends in that millisecond start
-// failing. CompactHead must leave such a head alone.
+// failing. CompactHead must leave such a head alone, and a head without any
+// series (an idle tenant checked again and again) must not even reach
+// db.CompactOOOHead, which cuts and fsyncs a new WBL segment at every call.
 func TestCompactHeadLeavesHeadWithoutSamplesUntouched(t *testing.T) {
 	t.Run("prometheus behaviour this guards against", func(t *testing.T) {
 		db := openTestDB(t, dbConfig{})
@@ -91,29 +119,38 @@ func TestCompactHeadLeavesHeadWithoutSamplesUntouched(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		prepare func(t *testing.T, db *testDB)
+		empty   bool // no series at all: nothing may be touched
 	}{
-		{"never appended", func(*testing.T, *testDB) {}},
+		{"never appended", func(*testing.T, *testDB) {}, true},
 		{"already compacted", func(t *testing.T, db *testDB) {
 			appendCommitted(t, db, newDataset(), sample{0, 1000}, sample{1, 1000})
+			appendCommitted(t, db, newDataset(), sample{0, 500})
 			require.NoError(t, CompactHead(context.Background(), db.DB))
-		}},
+		}, true},
 		{"only out-of-order samples left", func(t *testing.T, db *testDB) {
 			appendCommitted(t, db, newDataset(), sample{0, 10 * minute})
 			require.NoError(t, CompactHead(context.Background(), db.DB))
 			appendCommitted(t, db, newDataset(), sample{0, 5 * minute})
-		}},
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			db := openTestDB(t, dbConfig{oooWindow: oooWindow})
 			tc.prepare(t, db)
-			calls := countDBCompactHead(t)
+			calls, oooCalls := countDBCompactHead(t), countDBCompactOOOHead(t)
 			minT, maxT := db.Head().MinTime(), db.Head().MaxTime()
+			segments := wblSegments(t, db)
 
 			for range 3 {
 				require.NoError(t, CompactHead(context.Background(), db.DB))
 			}
 
 			require.Zero(t, *calls, "db.CompactHead called on an in-order head without samples")
+			if tc.empty {
+				require.Zero(t, *oooCalls, "db.CompactOOOHead called on a head without series")
+				require.Equal(t, segments, wblSegments(t, db), "a WBL segment was cut for a head without series")
+			} else {
+				require.Equal(t, 1, *oooCalls, "the out-of-order samples must be compacted, and then the head is empty")
+			}
 			require.Equal(t, minT, db.Head().MinTime(), "head MinTime moved")
 			require.Equal(t, maxT, db.Head().MaxTime(), "head MaxTime moved")
 			require.Zero(t, db.Head().NumSeries())

@@ -36,7 +36,8 @@
 //     Afterwards db.Head().NumSeries() is 0 unless something was appended
 //     meanwhile. Errors of all phases are joined.
 //   - An in-order head without samples is never passed to db.CompactHead,
-//     which would move its MinTime forward 1 ms per call.
+//     which would move its MinTime forward 1 ms per call. A head without
+//     series is a no-op: db.CompactOOOHead would cut a WBL segment each time.
 //   - Every sample whose Append and Commit through Appendable returned nil is
 //     served by db.Querier after the compaction and after a restart (WAL
 //     replay), floats and native histograms, in-order and out-of-order, with
@@ -46,9 +47,12 @@
 //     or none sent) is not activity: a client whose requests are all refused
 //     would otherwise keep an idle tenant's head in memory for ever, the
 //     incident's very symptom.
+//   - An idle compaction is abandoned, and the gate reopened, if a push
+//     committed between the idleness check and the end of the drain.
 //   - A failed compaction leaves the DB usable and its data in the head; the
-//     next attempt retries. Run logs and counts failures and returns nil when
-//     its context ends, leaving no goroutine behind.
+//     next attempt retries. Every failure is logged once and counted,
+//     whichever method started it. Run returns nil when its context ends,
+//     leaving no goroutine behind.
 //
 // # Why appends are gated, and how
 //
@@ -79,8 +83,11 @@
 //     coordinated with compaction. Use one IdleCompactor per DB.
 //   - An appender never committed nor rolled back fails every compaction
 //     attempt with ErrAppendersInFlight after IdleOptions.DrainTimeout, during
-//     which new appenders are refused; appends never block on it.
-//     leaksafe_tsdbx_appenders_in_flight shows it.
+//     which new appenders are refused; appends never block on it. Run then
+//     leaves the gate open a whole CheckInterval before it tries again (and
+//     DrainTimeout must be shorter than CheckInterval), so such a tenant's
+//     pushes are refused at most DrainTimeout out of every
+//     DrainTimeout+CheckInterval. leaksafe_tsdbx_appenders_in_flight shows it.
 //   - Head truncation waits, without cancellation, for queriers overlapping
 //     the head: a querier that is never closed blocks compaction forever.
 //     ctx is checked only between phases and block ranges;

@@ -2,9 +2,13 @@ package tsdbx
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
+	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -143,6 +147,96 @@ func TestLeakedAppenderFailsCompactionAfterDrainTimeoutWithoutBlockingAppends(t 
 	requireExactly(t, db.DB, want)
 }
 
+// A leaked appender fails every drain after DrainTimeout, and the pushes
+// refused meanwhile are not activity, so the tenant stays idle and Run drains
+// again at every check. After each failed drain Run must leave the gate open a
+// whole CheckInterval: a tick that fell due while the drain waited must not
+// shut it again at once (with DrainTimeout equal to CheckInterval, that
+// refused nearly every push for as long as the appender stayed leaked).
+func TestRunLeavesTheGateOpenACheckIntervalAfterADrainGaveUpOnALeakedAppender(t *testing.T) {
+	const (
+		checkInterval = time.Minute
+		drainTimeout  = 45 * time.Second
+		probes        = 600 // one a second
+	)
+	db := openTestDB(t, dbConfig{})
+	appendCommitted(t, db, newDataset(), sample{0, 10 * hour})
+	// In the bubble, Run's ticker, the drain's timeout and IdleOptions.Now
+	// all follow the bubble's fake clock, which moves only when every
+	// goroutine in it waits: the run below is deterministic.
+	synctest.Test(t, func(t *testing.T) {
+		c, err := NewIdleCompactor(db.DB, IdleOptions{IdleTimeout: checkInterval, CheckInterval: checkInterval, DrainTimeout: drainTimeout})
+		require.NoError(t, err)
+		leaked := c.Appendable().Appender(context.Background())
+		require.NoError(t, appendSample(leaked, 1, 10*hour))
+		var (
+			mu             sync.Mutex
+			shut, reopened []time.Time
+			checkErrs      []error
+		)
+		c.onPhase = func(p phase) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch p {
+			case phaseDrain:
+				shut = append(shut, time.Now())
+			case phaseFinished:
+				reopened = append(reopened, time.Now())
+			}
+		}
+		c.onCheck = func(_ bool, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			checkErrs = append(checkErrs, err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		stopped := make(chan error, 1)
+		go func() { stopped <- c.Run(ctx) }()
+
+		// Probe the gate every second, half a second off the ticks and
+		// timeouts so that no probe ties with them. Probes roll back: a
+		// committed push would be activity and end the tenant's idleness.
+		var accepted, refused []time.Time
+		time.Sleep(time.Second / 2)
+		for range probes {
+			app := c.Appendable().Appender(context.Background())
+			err := appendSample(app, 2, 10*hour)
+			require.NoError(t, app.Rollback())
+			if errors.Is(err, ErrCompactionInProgress) {
+				refused = append(refused, time.Now())
+			} else {
+				require.NoError(t, err)
+				accepted = append(accepted, time.Now())
+			}
+			time.Sleep(time.Second)
+		}
+		cancel()
+		require.NoError(t, <-stopped)
+		require.NoError(t, leaked.Rollback())
+
+		mu.Lock()
+		defer mu.Unlock()
+		require.GreaterOrEqual(t, len(shut), 3, "Run should keep retrying the idle tenant")
+		require.Len(t, reopened, len(shut))
+		for i := 1; i < len(shut); i++ {
+			open := shut[i].Sub(reopened[i-1])
+			require.GreaterOrEqual(t, open, checkInterval, "attempt %d shut the gate %v after attempt %d gave up", i+1, open, i)
+		}
+		for _, at := range refused {
+			during := false
+			for i := range shut {
+				during = during || !at.Before(shut[i]) && !at.After(reopened[i])
+			}
+			require.True(t, during, "a probe at %v was refused outside a drain", at)
+		}
+		require.Greater(t, len(accepted), len(refused), "the gate was shut most of the time")
+		for _, err := range checkErrs {
+			require.ErrorIs(t, err, ErrAppendersInFlight)
+		}
+		require.EqualValues(t, 3, db.Head().NumSeries(), "nothing should have been compacted")
+	})
+}
+
 func TestRunLogsCountsAndRetriesAFailedCompaction(t *testing.T) {
 	db := openTestDB(t, dbConfig{oooWindow: oooWindow})
 	clock := newFakeClock()
@@ -162,7 +256,7 @@ func TestRunLogsCountsAndRetriesAFailedCompaction(t *testing.T) {
 
 	ticks <- clock.Now()
 	require.Error(t, <-checks)
-	require.Contains(t, logs.String(), "idle head compaction failed")
+	require.Equal(t, 1, strings.Count(logs.String(), "head compaction failed"), "one line per failure, not one from Run and one from the compaction: %s", logs.String())
 	require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_head_compaction_failures_total", "trigger", "idle"))
 
 	repair()
@@ -172,4 +266,36 @@ func TestRunLogsCountsAndRetriesAFailedCompaction(t *testing.T) {
 	requireExactly(t, db.DB, want)
 	require.Equal(t, 2.0, metricValue(t, reg, "leaksafe_tsdbx_head_compactions_total", "trigger", "idle"))
 	require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_head_compaction_failures_total", "trigger", "idle"))
+}
+
+// An operator reads failures in the log whatever started the compaction: the
+// shutdown flush (CompactNow) fails as silently otherwise as a direct
+// CompactIfIdle does.
+func TestEveryFailedCompactionIsLoggedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		compact func(c *IdleCompactor) error
+	}{
+		{"CompactNow", func(c *IdleCompactor) error { return c.CompactNow(context.Background()) }},
+		{"CompactIfIdle", func(c *IdleCompactor) error {
+			_, err := c.CompactIfIdle(context.Background())
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+			clock := newFakeClock()
+			var logs syncBuffer
+			c, _ := newTestCompactor(t, db, clock, IdleOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			incidentWorkload.load(t, c.Appendable())
+			_, repair := faults[0].inject(t, db)
+			defer repair()
+			clock.Advance(idleTimeout)
+
+			require.Error(t, tc.compact(c))
+
+			require.Equal(t, 1, strings.Count(logs.String(), "level=ERROR"), "log: %s", logs.String())
+			require.Contains(t, logs.String(), "head compaction failed")
+		})
+	}
 }

@@ -43,8 +43,9 @@ type IdleCompactor struct {
 	onCheck   func(compacted bool, err error) // after each of Run's checks
 }
 
-// NewIdleCompactor returns a compactor for db. It rejects a nil db and
-// negative durations; zero durations take their defaults. Construction counts
+// NewIdleCompactor returns a compactor for db. It rejects a nil db, negative
+// durations and a DrainTimeout not shorter than CheckInterval; zero durations
+// take their defaults. Construction counts
 // as activity, so a DB just opened (and its replayed WAL) is left alone for
 // one IdleTimeout.
 func NewIdleCompactor(db *tsdb.DB, o IdleOptions) (*IdleCompactor, error) {
@@ -122,10 +123,16 @@ func (c *IdleCompactor) LastActivity() time.Time {
 }
 
 // CompactIfIdle compacts the head (see CompactHead) if nothing was appended for
-// IdleOptions.IdleTimeout and the head holds at least one series. compacted
+// IdleOptions.IdleTimeout and the head holds at least one series. Idleness is
+// checked again once the gate is shut and the appenders opened before it have
+// finished, so a push committed meanwhile cancels the compaction. compacted
 // reports whether the compaction ran, even if it then returned an error; it
 // is false when the DB is busy, its head is empty, ctx has ended, or appenders
 // opened earlier did not finish within DrainTimeout (ErrAppendersInFlight).
+//
+// A caller driving CompactIfIdle from its own loop instead of Run should, as
+// Run does, wait a CheckInterval after ErrAppendersInFlight: each attempt
+// refuses appends for up to DrainTimeout.
 func (c *IdleCompactor) CompactIfIdle(ctx context.Context) (compacted bool, err error) {
 	if err := c.constructed(); err != nil {
 		return false, err
@@ -151,24 +158,35 @@ func (c *IdleCompactor) CompactNow(ctx context.Context) error {
 }
 
 // Run calls CompactIfIdle every IdleOptions.CheckInterval until ctx ends, then
-// returns nil (ErrNotConstructed at once for a zero IdleCompactor). A failed compaction is logged, counted in
-// leaksafe_tsdbx_head_compaction_failures_total and retried at the next tick.
-// Run starts no goroutine of its own.
+// returns nil (ErrNotConstructed at once for a zero IdleCompactor). A failed
+// compaction is logged, counted in leaksafe_tsdbx_head_compaction_failures_total
+// and retried at the next tick, except after ErrAppendersInFlight: then the
+// gate stays open for at least a whole CheckInterval before the next attempt
+// shuts it again. Run starts no goroutine of its own.
 func (c *IdleCompactor) Run(ctx context.Context) error {
 	if err := c.constructed(); err != nil {
 		return err
 	}
 	ticks, stop := c.newTicker(c.opts.CheckInterval)
 	defer stop()
+	// A leaked appender fails every drain, and the pushes refused meanwhile
+	// are not activity, so the tenant stays idle and every check drains again.
+	// A tick that fell due while a drain waited would shut the gate again
+	// moments after it reopened, refusing nearly every push; holding off for a
+	// CheckInterval from the reopening keeps it open most of the time.
+	var holdOffUntil time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-ticks:
 		}
+		if c.opts.Now().Before(holdOffUntil) {
+			continue
+		}
 		compacted, err := c.CompactIfIdle(ctx)
-		if err != nil && ctx.Err() == nil {
-			c.logger.Error("idle head compaction failed, retrying at the next check", "err", err, "retry_in", c.opts.CheckInterval)
+		if errors.Is(err, ErrAppendersInFlight) {
+			holdOffUntil = c.opts.Now().Add(c.opts.CheckInterval)
 		}
 		if c.onCheck != nil {
 			c.onCheck(compacted, err)
@@ -189,10 +207,17 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 	defer func() { <-c.running }()
 
 	start := c.opts.Now()
+	abandoned := false
 	defer func() {
+		if abandoned {
+			return // no compaction was attempted: neither a duration nor a failure
+		}
 		c.metrics.duration.Observe(c.opts.Now().Sub(start).Seconds())
+		// Logged here rather than in Run so that a failed CompactNow (the
+		// shutdown flush) or a direct CompactIfIdle leaves a trace too, once.
 		if err != nil && !errors.Is(err, context.Canceled) {
 			c.metrics.failures.WithLabelValues(trigger).Inc()
+			c.logger.Error("head compaction failed", "trigger", trigger, "err", err)
 		}
 	}()
 
@@ -201,6 +226,15 @@ func (c *IdleCompactor) compact(ctx context.Context, trigger string) (ran bool, 
 		return false, err
 	}
 	defer c.gate.open()
+
+	// The idleness check ran before the gate shut: a push may have committed
+	// since, before the gate shut or while the drain waited for it. Compacting
+	// now would empty the head of a tenant that is sending again.
+	if trigger == triggerIdle && !c.idle() {
+		abandoned = true
+		c.enterPhase(phaseFinished)
+		return false, nil
+	}
 
 	head := c.db.Head()
 	before := head.NumSeries()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -80,6 +81,9 @@ func TestNewIdleCompactorRejectsInvalidOptions(t *testing.T) {
 		{"negative IdleTimeout", db, IdleOptions{IdleTimeout: -time.Second}, ErrInvalidOptions},
 		{"negative CheckInterval", db, IdleOptions{CheckInterval: -1}, ErrInvalidOptions},
 		{"negative DrainTimeout", db, IdleOptions{DrainTimeout: -time.Minute}, ErrInvalidOptions},
+		// A leaked appender refuses pushes for DrainTimeout at every check.
+		{"DrainTimeout as long as CheckInterval", db, IdleOptions{CheckInterval: time.Minute, DrainTimeout: time.Minute}, ErrInvalidOptions},
+		{"DrainTimeout longer than the default CheckInterval", db, IdleOptions{DrainTimeout: 2 * DefaultCheckInterval}, ErrInvalidOptions},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
@@ -129,6 +133,21 @@ func TestNewIdleCompactorFillsZeroOptionsWithDefaults(t *testing.T) {
 	require.NotNil(t, c.opts.Now)
 }
 
+// A leaked appender refuses a tenant's pushes for DrainTimeout at every
+// check, so the default drain must be a small part of the check interval,
+// also when only CheckInterval is set.
+func TestDefaultDrainTimeoutIsWellUnderCheckInterval(t *testing.T) {
+	for _, checkInterval := range []time.Duration{0, time.Hour, 20 * time.Millisecond} {
+		t.Run(checkInterval.String(), func(t *testing.T) {
+			db := openTestDB(t, dbConfig{})
+			c, err := NewIdleCompactor(db.DB, IdleOptions{CheckInterval: checkInterval})
+			require.NoError(t, err)
+			require.Positive(t, c.opts.DrainTimeout)
+			require.LessOrEqual(t, c.opts.DrainTimeout, c.opts.CheckInterval/4)
+		})
+	}
+}
+
 func TestOneCompactorPerRegistryUnlessLabelsDiffer(t *testing.T) {
 	a, b := openTestDB(t, dbConfig{}), openTestDB(t, dbConfig{})
 	reg := prometheus.NewRegistry()
@@ -174,6 +193,43 @@ func TestCompactIfIdleCompactsOnlyAfterIdleTimeoutWithoutActivity(t *testing.T) 
 	require.NoError(t, err)
 	require.False(t, compacted, "compacted an empty head")
 	require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_head_compactions_total", "trigger", "idle"))
+}
+
+// Idleness is checked before the gate shuts; a push that commits after that
+// check (here: one opened earlier and committed while the drain waits for
+// it) means the tenant is sending again, and its head must stay in memory.
+func TestCompactIfIdleDoesNotCompactWhenAPushCommitsAfterTheIdlenessCheck(t *testing.T) {
+	db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+	clock := newFakeClock()
+	c, reg := newTestCompactor(t, db, clock, IdleOptions{})
+	want := incidentWorkload.load(t, c.Appendable())
+	push := c.Appendable().Appender(context.Background())
+	late := sample{0, incidentWorkload.start + int64(incidentWorkload.samplesPerSeries)*scrape}
+	require.NoError(t, appendSample(push, late.series, late.t))
+	clock.Advance(idleTimeout)
+	var commitErr error
+	c.onPhase = func(p phase) {
+		if p == phaseDrain {
+			commitErr = push.Commit()
+		}
+	}
+
+	compacted, err := c.CompactIfIdle(context.Background())
+
+	require.NoError(t, commitErr)
+	want.add(late.series, late.t)
+	require.NoError(t, err)
+	require.False(t, compacted, "compacted the head of a tenant that pushed after the idleness check")
+	require.EqualValues(t, incidentWorkload.series, db.Head().NumSeries())
+	require.Empty(t, db.Blocks())
+	require.Equal(t, 0.0, metricValue(t, reg, "leaksafe_tsdbx_head_compactions_total", "trigger", "idle"))
+	require.Equal(t, 0.0, metricValue(t, reg, "leaksafe_tsdbx_head_compaction_failures_total", "trigger", "idle"))
+	for _, p := range phases {
+		require.Equal(t, 0.0, metricValue(t, reg, "leaksafe_tsdbx_compaction_waiting_seconds", "phase", string(p)))
+	}
+	c.onPhase = nil
+	appendCommitted(t, c.Appendable(), want, sample{1, late.t}) // the gate is open again
+	requireExactly(t, db.DB, want)
 }
 
 func TestSuccessfulCommitOfSamplesMarksActivityAndNothingElseDoes(t *testing.T) {
@@ -319,45 +375,68 @@ func TestMetricsDescribeTheLastCompaction(t *testing.T) {
 }
 
 // Head truncation waits, without cancellation, for queriers overlapping the
-// head. A querier that is never closed would block compaction forever; the
-// waiting metric makes that visible.
+// head, in both phases. A querier that is never closed would block compaction
+// forever; the waiting metric makes that visible, for as long as it lasts.
 func TestWaitingMetricShowsCompactionHeldByOpenQuerier(t *testing.T) {
-	db := openTestDB(t, dbConfig{oooWindow: oooWindow})
-	clock := newFakeClock()
-	c, reg := newTestCompactor(t, db, clock, IdleOptions{})
-	want := incidentWorkload.load(t, c.Appendable())
-	q, err := db.Querier(math.MinInt64, math.MaxInt64)
-	require.NoError(t, err)
-	entered := make(chan phase, len(phases)+1)
-	c.onPhase = func(p phase) { entered <- p }
+	for _, held := range []phase{phaseInOrder, phaseOOO} {
+		// Prometheus polls for open queriers with time.Sleep. In the bubble
+		// that sleep is durable blocking, so synctest.Wait returns only once
+		// the compaction is stuck there (or finished): "still running" below
+		// means held by the querier, not merely slow. The DB is opened in the
+		// bubble too: its compactor's context would otherwise be tied to the
+		// bubble by the compaction and break DB.Close outside it.
+		t.Run(string(held), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				db := openTestDB(t, dbConfig{oooWindow: oooWindow})
+				clock := newFakeClock()
+				c, reg := newTestCompactor(t, db, clock, IdleOptions{})
+				want := incidentWorkload.load(t, c.Appendable())
+				var q storage.Querier
+				var entered []phase
+				c.onPhase = func(p phase) {
+					entered = append(entered, p)
+					if p == held {
+						// Opened as the phase starts, so that it overlaps
+						// what this phase, and no earlier one, truncates.
+						var err error
+						q, err = db.Querier(math.MinInt64, math.MaxInt64)
+						require.NoError(t, err)
+					}
+				}
+				done := make(chan error, 1)
+				go func() { done <- c.CompactNow(context.Background()) }()
+				synctest.Wait()
 
-	done := make(chan error, 1)
-	go func() { done <- c.CompactNow(context.Background()) }()
-	for p := range entered {
-		if p == phaseInOrder {
-			break
-		}
+				select {
+				case err := <-done:
+					t.Fatalf("compaction finished (err=%v) while a querier overlapping the %s phase was open", err, held)
+				default:
+				}
+				require.Equal(t, held, entered[len(entered)-1], "phases entered: %v", entered)
+				clock.Advance(5 * time.Minute)
+				require.Equal(t, 300.0, metricValue(t, reg, "leaksafe_tsdbx_compaction_waiting_seconds", "phase", string(held)))
+				synctest.Wait()
+				select {
+				case err := <-done:
+					t.Fatalf("compaction finished (err=%v) after its wait was read, with the querier still open", err)
+				default:
+				}
+				// The gate stays shut while the truncation waits: an appender
+				// let in now would take the pre-truncation min valid time and
+				// write into the range just persisted. A leaked querier
+				// therefore refuses appends, too.
+				refused := c.Appendable().Appender(context.Background())
+				require.ErrorIs(t, appendSample(refused, 0, incidentWorkload.start+time.Hour.Milliseconds()), ErrCompactionInProgress)
+				require.NoError(t, refused.Rollback())
+
+				require.NoError(t, q.Close())
+				require.NoError(t, <-done)
+				require.Equal(t, 0.0, metricValue(t, reg, "leaksafe_tsdbx_compaction_waiting_seconds", "phase", string(held)))
+				require.Zero(t, db.Head().NumSeries())
+				requireExactly(t, db.DB, want)
+			})
+		})
 	}
-	clock.Advance(5 * time.Minute)
-
-	require.Equal(t, 300.0, metricValue(t, reg, "leaksafe_tsdbx_compaction_waiting_seconds", "phase", string(phaseInOrder)))
-	select {
-	case err := <-done:
-		t.Fatalf("compaction finished (err=%v) while a querier overlapping the head was open", err)
-	default:
-	}
-	// The gate stays shut while the truncation waits: an appender let in now
-	// would take the pre-truncation min valid time and write into the range
-	// just persisted. A leaked querier therefore refuses appends, too.
-	refused := c.Appendable().Appender(context.Background())
-	require.ErrorIs(t, appendSample(refused, 0, incidentWorkload.start+time.Hour.Milliseconds()), ErrCompactionInProgress)
-	require.NoError(t, refused.Rollback())
-
-	require.NoError(t, q.Close())
-	require.NoError(t, <-done)
-	require.Equal(t, 0.0, metricValue(t, reg, "leaksafe_tsdbx_compaction_waiting_seconds", "phase", string(phaseInOrder)))
-	require.Zero(t, db.Head().NumSeries())
-	requireExactly(t, db.DB, want)
 }
 
 // manualTicks replaces Run's ticker with a channel the test sends on, and

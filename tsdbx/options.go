@@ -9,13 +9,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Defaults applied by NewIdleCompactor to zero-valued durations. They match the
-// defaults of Cortex' -blocks-storage.tsdb.head-compaction-idle-timeout and
-// -blocks-storage.tsdb.head-compaction-interval.
+// Defaults applied by NewIdleCompactor to zero-valued durations. The first two
+// match the defaults of Cortex' -blocks-storage.tsdb.head-compaction-idle-timeout
+// and -blocks-storage.tsdb.head-compaction-interval. DefaultDrainTimeout has no
+// Cortex counterpart (Cortex waits for in-flight pushes without a bound); it is
+// far above the life of a healthy push and far below DefaultCheckInterval,
+// because a leaked appender refuses a tenant's pushes for up to DrainTimeout at
+// every attempt.
 const (
 	DefaultIdleTimeout   = time.Hour
 	DefaultCheckInterval = time.Minute
-	DefaultDrainTimeout  = time.Minute
+	DefaultDrainTimeout  = 10 * time.Second
 )
 
 var (
@@ -60,10 +64,15 @@ type IdleOptions struct {
 	CheckInterval time.Duration
 	// DrainTimeout bounds how long a compaction waits for appenders that were
 	// opened through Appendable before it started, and so how long new
-	// appenders are refused when one of those is leaked. 0 means
-	// DefaultDrainTimeout.
+	// appenders are refused when one of those is leaked. It must be shorter
+	// than CheckInterval: after a drain gives up, Run keeps the gate open for a
+	// whole CheckInterval before it shuts it again, so pushes are refused at
+	// most DrainTimeout out of every DrainTimeout+CheckInterval. 0 means
+	// DefaultDrainTimeout, or a quarter of CheckInterval if that is shorter.
 	DrainTimeout time.Duration
-	// Logger receives one line per compaction and per failure. nil discards.
+	// Logger receives one line per compaction and one per failed attempt (each
+	// one leaksafe_tsdbx_head_compaction_failures_total counts), whether Run,
+	// CompactIfIdle or CompactNow started it. nil discards.
 	Logger *slog.Logger
 	// Registerer, when set, receives the metrics in metrics.go. Several
 	// compactors (one per tenant) need distinct labels: wrap it with
@@ -94,7 +103,14 @@ func (o IdleOptions) withDefaults() (IdleOptions, error) {
 		o.CheckInterval = DefaultCheckInterval
 	}
 	if o.DrainTimeout == 0 {
-		o.DrainTimeout = DefaultDrainTimeout
+		o.DrainTimeout = max(min(DefaultDrainTimeout, o.CheckInterval/4), 1)
+	}
+	if o.DrainTimeout >= o.CheckInterval {
+		// Refused pushes are not activity, so a tenant with a leaked appender
+		// stays idle and every check drains again: with drains as long as the
+		// interval between checks, the gate would hardly ever be open.
+		return o, fmt.Errorf("%w: DrainTimeout (%v) must be shorter than CheckInterval (%v): a leaked appender refuses pushes for DrainTimeout at every check",
+			ErrInvalidOptions, o.DrainTimeout, o.CheckInterval)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -49,6 +49,8 @@ func TestRawAppenderCommittedAcrossCompactHeadLosesAcknowledgedSample(t *testing
 // The same sequence through IdleCompactor.Appendable: the compaction waits for
 // the appender opened before it, appenders opened meanwhile are refused with a
 // retryable error, and the late sample survives compaction and restart.
+// CompactNow, because an idle compaction would rather be abandoned by that
+// commit (TestCompactIfIdleDoesNotCompactWhenAPushCommitsAfterTheIdlenessCheck).
 func TestAppenderOpenedBeforeCompactionIsCommittedIntoIt(t *testing.T) {
 	for _, mode := range isolationModes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -68,16 +70,9 @@ func TestAppenderOpenedBeforeCompactionIsCommittedIntoIt(t *testing.T) {
 			}
 			entered := make(chan phase, len(phases)+1)
 			c.onPhase = func(p phase) { entered <- p }
-			clock.Advance(idleTimeout)
 
 			result := make(chan error, 1)
-			go func() {
-				compacted, err := c.CompactIfIdle(context.Background())
-				if err == nil && !compacted {
-					err = errors.New("CompactIfIdle did not compact an idle head")
-				}
-				result <- err
-			}()
+			go func() { result <- c.CompactNow(context.Background()) }()
 			require.Equal(t, phaseDrain, <-entered, "the compaction should start by waiting for open appenders")
 			require.Equal(t, 1.0, metricValue(t, reg, "leaksafe_tsdbx_appenders_in_flight"))
 
@@ -122,8 +117,9 @@ func TestAppendersAreRefusedFromTheStartOfTheDrainPhase(t *testing.T) {
 }
 
 // Many writers append through Appendable (floats and native histograms, in
-// order and out of order, retrying refused appenders) while idle compactions
-// run back to back. Afterwards, and after a restart, the DB serves exactly the
+// order and out of order, retrying refused appenders) while compactions run
+// back to back: idle ones, and forced ones, which unlike an idle one do not
+// give up when an appender they waited for commits. Afterwards, and after a restart, the DB serves exactly the
 // samples whose Append and Commit returned nil: none lost, none invented.
 // With the gate disabled this test catches the loss in most runs (every run
 // of 6 under -race, 4 of 8 without); the deterministic proof is the test above.
@@ -154,9 +150,18 @@ func TestConcurrentAppendsRacingIdleCompactionsLoseNoAcknowledgedSample(t *testi
 				// leave the writers waiting for it: the test would hang
 				// instead of reporting the error.
 				defer signalFirst()
-				for ctx.Err() == nil && compacted.Load() < compactions {
+				for i := 0; ctx.Err() == nil && compacted.Load() < compactions; i++ {
 					clock.Advance(idleTimeout)
-					ok, err := c.CompactIfIdle(ctx)
+					var (
+						ok  bool
+						err error
+					)
+					if i%2 == 0 {
+						ok, err = c.CompactIfIdle(ctx)
+					} else {
+						err = c.CompactNow(ctx)
+						ok = err == nil
+					}
 					if err != nil && ctx.Err() == nil {
 						return fmt.Errorf("compaction %d: %w", compacted.Load(), err)
 					}
