@@ -303,7 +303,13 @@ func (h *FileHandler) WithGroup(name string) slog.Handler {
 		return h2
 	}
 	// Groups count against the With cap too: pending ones by what they will write, all of
-	// them by the list node they hold.
+	// them by the list node they hold. A name longer than the cap cannot fit: refuse it
+	// before escaping it costs its own size.
+	if len(name) > h.sink.cfg.maxWith {
+		h2.full = true
+		h.sink.metrics.truncation()
+		return h2
+	}
 	pending := jsonStringLen(name) + len(",:{}")
 	for g := h.groups; g != nil && g.depth > h.nOpen; g = g.parent {
 		pending += jsonStringLen(g.name) + len(",:{}")
