@@ -211,3 +211,54 @@ func TestHugeValueHeapIsOnTheOrderOfTheLineCap(t *testing.T) {
 	runtime.KeepAlive(ctrl)
 	runtime.KeepAlive(blob)
 }
+
+// A WithGroup dropped at MaxWithBytes takes the attributes that belong in it along: written
+// at the top level instead, they would change meaning and could collide with "msg" or
+// "level". The line still says it was cut, and each such record is counted.
+func TestDroppedGroupDropsTheAttrsMeantForIt(t *testing.T) {
+	const withCap = 1024
+	for _, tc := range []struct {
+		name string
+		with func(*slog.Logger) *slog.Logger
+	}{
+		{"group after a full chain", func(l *slog.Logger) *slog.Logger {
+			return l.With("pad", strings.Repeat("x", 2*withCap)).WithGroup("g")
+		}},
+		{"group that does not fit", func(l *slog.Logger) *slog.Logger {
+			return l.With("pad", strings.Repeat("x", withCap-200)).WithGroup(strings.Repeat("g", 300))
+		}},
+		{"group name past the cap", func(l *slog.Logger) *slog.Logger {
+			return l.WithGroup(strings.Repeat("g", 2*withCap))
+		}},
+		{"attrs after the dropped group", func(l *slog.Logger) *slog.Logger {
+			return l.With("pad", strings.Repeat("x", 2*withCap)).WithGroup("g").With("b", 2)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, path := openTemp(t, &Options{MaxWithBytes: withCap})
+			l := tc.with(slog.New(h))
+			before := h.Stats().Truncations
+			l.Info("m", "a", 1, "msg", "spoofed", "level", "spoofed")
+			l.Info("no attrs")
+			lines := readLines(t, path)
+			require.Len(t, lines, 2)
+			for _, line := range lines {
+				m := requireJSONLine(t, line)
+				require.Equal(t, true, m["!TRUNCATED"])
+				require.Equal(t, "INFO", m["level"])
+				require.NotContains(t, m, "a", "an attr of the dropped group went to the top level")
+				require.NotContains(t, m, "b")
+				require.NotContains(t, line, "spoofed")
+			}
+			require.Equal(t, "m", requireJSONLine(t, lines[0])["msg"])
+			require.Equal(t, before+1, h.Stats().Truncations, "the record that lost attrs is counted")
+		})
+	}
+
+	// A chain that is full without losing a group still places record attrs where they belong.
+	h, path := openTemp(t, &Options{MaxWithBytes: withCap})
+	slog.New(h).With("pad", strings.Repeat("x", 2*withCap)).Info("m", "a", 1)
+	m := requireJSONLine(t, readLines(t, path)[0])
+	require.Equal(t, float64(1), m["a"])
+	require.Equal(t, true, m["!TRUNCATED"])
+}

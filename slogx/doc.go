@@ -46,7 +46,8 @@
 //     are the attributes a With chain can carry (MaxWithBytes, 64 KiB by default, per-link
 //     overhead included). Past a cap, later attributes are dropped, a long string is cut
 //     at a rune boundary, the line ends with "!TRUNCATED":true and the truncation is
-//     counted. Repeating the 3.0.0 pattern (h = h.With(...) per query) stays bounded.
+//     counted. A WithGroup dropped at the cap drops the record attributes meant for it
+//     too, rather than write them outside their group. Repeating the 3.0.0 pattern (h = h.With(...) per query) stays bounded.
 //     The caps bound memory as well as lines: a string, []byte, error text, key or group
 //     name past the cap is read only as far as the line (or the With chain) can hold it, so
 //     one record costs about MaxLineBytes at most however large its values (see Limits for
