@@ -276,3 +276,51 @@ func TestReopenAndRotationRacingWritersLoseNothing(t *testing.T) {
 	}
 	require.Len(t, seen, writers*perWriter)
 }
+
+// logrotate's copytruncate empties the file under the open descriptor, and the tracked size
+// learns of it only at the next identity check (up to a second later). Undoing a partial
+// write in that second must cut the file where the write began, not where the stale size
+// says: that would leave the fragment, or pad the file with NULs up to the old size.
+func TestPartialWriteAfterCopytruncateIsUndone(t *testing.T) {
+	h, path := openTemp(t, nil)
+	ctx := context.Background()
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	require.NoError(t, h.Handle(ctx, record(t0, 0, 2000)))
+	require.NoError(t, os.Truncate(path, 0))
+
+	var old syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old))
+	lim := old
+	lim.Cur = 100
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim))
+	err := h.Handle(ctx, record(t0.Add(time.Millisecond), 1, 500))
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old))
+	require.ErrorIs(t, err, syscall.EFBIG)
+
+	require.NoError(t, h.Handle(ctx, record(t0.Add(2*time.Millisecond), 2, 0)))
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NotContains(t, string(b), "\x00")
+	lines := readLines(t, path)
+	require.Len(t, lines, 1, "%q", b)
+	require.Equal(t, 2, seqOf(t, lines[0]))
+}
+
+// After a copytruncate the tracked size is stale until the next identity check; rotation
+// must go by what the file really holds, or it rotates an almost empty file.
+func TestCopytruncateDoesNotRotateEarly(t *testing.T) {
+	const maxBytes = 4096
+	h, path := openTemp(t, &Options{MaxBytes: maxBytes, MaxBackups: 1})
+	ctx := context.Background()
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	require.NoError(t, h.Handle(ctx, record(t0, 0, 3000)))
+	require.NoError(t, os.Truncate(path, 0))
+	require.NoError(t, h.Handle(ctx, record(t0.Add(time.Millisecond), 1, 2000)))
+
+	require.Zero(t, h.Stats().Rotations)
+	_, err := os.Stat(path + ".1")
+	require.ErrorIs(t, err, os.ErrNotExist)
+	lines := readLines(t, path)
+	require.Len(t, lines, 1)
+	require.Equal(t, 1, seqOf(t, lines[0]))
+}
