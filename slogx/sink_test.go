@@ -246,11 +246,15 @@ func TestReopenAndRotationRacingWritersLoseNothing(t *testing.T) {
 	h, path := openTemp(t, &Options{MaxBytes: 16 << 10, MaxBackups: 1000})
 	const writers, perWriter, reopens = 4, 500, 20
 	var wg sync.WaitGroup
+	errs := make(chan error, writers) // writers report here: FailNow belongs to the test goroutine
 	for w := range writers {
 		wg.Go(func() {
 			l := h.WithAttrs([]slog.Attr{slog.Int("w", w)})
 			for i := range perWriter {
-				require.NoError(t, l.Handle(context.Background(), record(time.Time{}, w*perWriter+i, i%200)))
+				if err := l.Handle(context.Background(), record(time.Time{}, w*perWriter+i, i%200)); err != nil {
+					errs <- fmt.Errorf("writer %d, record %d: %w", w, i, err)
+					return
+				}
 			}
 		})
 	}
@@ -262,6 +266,10 @@ func TestReopenAndRotationRacingWritersLoseNothing(t *testing.T) {
 		require.NoError(t, h.Reopen())
 	}
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
 	require.NoError(t, h.Close())
 
 	files, err := filepath.Glob(path + "*")
