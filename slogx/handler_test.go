@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -274,6 +275,11 @@ func TestOpenJSONFileRejectsBadInput(t *testing.T) {
 		{"negative MaxLineBytes", file, &Options{MaxLineBytes: -1}, true, "negative"},
 		{"tiny MaxLineBytes", file, &Options{MaxLineBytes: 10}, true, "below the minimum"},
 		{"negative MaxWithBytes", file, &Options{MaxWithBytes: -1}, true, "negative"},
+		// Sizes are kept in int32: a cap past 2 GiB would wrap and cap nothing.
+		{"huge MaxLineBytes", file, &Options{MaxLineBytes: 1<<30 + 1}, true, "MaxLineBytes 1073741825 is above the maximum of 1073741824"},
+		{"MaxLineBytes past int32", file, &Options{MaxLineBytes: math.MaxInt}, true, "above the maximum"},
+		{"huge MaxWithBytes", file, &Options{MaxWithBytes: 1<<30 + 1}, true, "MaxWithBytes 1073741825 is above the maximum of 1073741824"},
+		{"MaxWithBytes past int32", file, &Options{MaxWithBytes: math.MaxInt}, true, "above the maximum"},
 		{"rotating a device", os.DevNull, &Options{MaxBytes: 1 << 20}, true, "needs a regular file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
