@@ -38,7 +38,9 @@ type Options struct {
 	// least 1 KiB and the path must be a regular file.
 	MaxBytes int64
 	// MaxBackups is how many rotated files are kept as path.1 (newest) … path.N; the
-	// oldest is removed. 0 keeps none: rotation starts the file afresh. Needs MaxBytes.
+	// oldest is removed, and so are path.N+1, path.N+2 … left by a run that kept more
+	// (up to the first missing one). 0 keeps none: rotation starts the file afresh and
+	// touches no path.N. Needs MaxBytes.
 	MaxBackups int
 
 	// MaxLineBytes caps one record's line (newline included); 0 = DefaultMaxLineBytes.

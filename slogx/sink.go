@@ -181,7 +181,8 @@ func (s *sink) failed(n int) {
 }
 
 // rotate moves path.i to path.i+1 (overwriting the oldest), path to path.1, and starts a new
-// file, all before the write that would pass MaxBytes: a line never spans two files.
+// file, all before the write that would pass MaxBytes: a line never spans two files. With
+// MaxBackups 0 it leaves numbered files alone: they may be another rotator's.
 func (s *sink) rotate() error {
 	if n := s.cfg.maxBackups; n > 0 {
 		for i := n - 1; i >= 1; i-- {
@@ -191,6 +192,13 @@ func (s *sink) rotate() error {
 		}
 		if err := os.Rename(s.path, s.backup(1)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("slogx: rotating %s: %w", s.path, err)
+		}
+		// A run with more backups left path.n+1 …: they are past the oldest kept, and
+		// nothing else would ever remove them. Best effort: the log must go on regardless.
+		for i := n + 1; ; i++ {
+			if os.Remove(s.backup(i)) != nil {
+				break
+			}
 		}
 	} else if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("slogx: rotating %s: %w", s.path, err)

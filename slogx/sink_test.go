@@ -332,3 +332,26 @@ func TestCopytruncateDoesNotRotateEarly(t *testing.T) {
 	require.Len(t, lines, 1)
 	require.Equal(t, 1, seqOf(t, lines[0]))
 }
+
+// A previous run kept more backups: lowering MaxBackups must not leave path.N+1 … behind
+// for ever. The first rotation removes them, as it removes the oldest.
+func TestLoweredMaxBackupsRemovesOlderBackupsOnRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.log")
+	for i := 1; i <= 5; i++ {
+		require.NoError(t, os.WriteFile(fmt.Sprintf("%s.%d", path, i), []byte("{\"old\":1}\n"), 0o600))
+	}
+	h, err := OpenJSONFile(path, &Options{MaxBytes: 1024, MaxBackups: 2})
+	require.NoError(t, err)
+	defer h.Close()
+	for i := 0; h.Stats().Rotations == 0; i++ {
+		require.NoError(t, h.Handle(context.Background(), record(time.Time{}, i, 300)))
+	}
+	for i := 1; i <= 2; i++ {
+		_, err := os.Stat(fmt.Sprintf("%s.%d", path, i))
+		require.NoError(t, err, "backup %d is kept", i)
+	}
+	for i := 3; i <= 5; i++ {
+		_, err := os.Stat(fmt.Sprintf("%s.%d", path, i))
+		require.ErrorIs(t, err, os.ErrNotExist, "backup %d is past MaxBackups", i)
+	}
+}
