@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math"
 	"reflect"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -157,7 +156,12 @@ func (e *encoder) appendCapped(s string, upTo int) bool {
 	const chunk = 512
 	// One allocation for what can go in, rather than doublings up to it: the escaped string
 	// is at least len(s) long and at most the cap (plus the chunk that overshoots it).
-	e.buf = slices.Grow(e.buf, max(0, min(upTo-len(e.buf), len(s)))+6*chunk)
+	// (Not slices.Grow: built with -race, it allocates that much twice.)
+	if need := max(0, min(upTo-len(e.buf), len(s))) + 6*chunk; cap(e.buf)-len(e.buf) < need {
+		b := make([]byte, len(e.buf), len(e.buf)+need)
+		copy(b, e.buf)
+		e.buf = b
+	}
 	for i := 0; i < len(s); {
 		end := min(i+chunk, len(s))
 		for end < len(s) && end > i && !utf8.RuneStart(s[end]) {
