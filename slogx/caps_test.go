@@ -2,6 +2,7 @@ package slogx
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -137,4 +138,127 @@ func scanLinesFile(t testing.TB, path string) []string {
 	t.Helper()
 	f := openFile(t, path)
 	return scanLines(t, f)
+}
+
+// The cap bounds the memory of encoding a record, not only the line: a value far past the
+// cap is read only as far as the line can hold it. (The 64 MiB probe used to allocate
+// 2.24 GiB for a string of control characters and 341 MiB for a []byte.)
+func TestHugeValueHeapIsOnTheOrderOfTheLineCap(t *testing.T) {
+	const lineCap = DefaultMaxLineBytes
+	const huge = 64 << 20
+	ctrl := strings.Repeat("\x01", huge) // escapes to six times its size
+	blob := make([]byte, huge)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		log  func(h slog.Handler) error
+	}{
+		{"string attr", func(h slog.Handler) error {
+			r := slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0)
+			r.AddAttrs(slog.String("v", ctrl))
+			return h.Handle(ctx, r)
+		}},
+		{"[]byte attr", func(h slog.Handler) error {
+			r := slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0)
+			r.AddAttrs(slog.Any("v", blob))
+			return h.Handle(ctx, r)
+		}},
+		{"error attr", func(h slog.Handler) error {
+			r := slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0)
+			r.AddAttrs(slog.Any("err", errors.New(ctrl)))
+			return h.Handle(ctx, r)
+		}},
+		{"key", func(h slog.Handler) error {
+			r := slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0)
+			r.AddAttrs(slog.Int(ctrl, 1))
+			return h.Handle(ctx, r)
+		}},
+		{"message", func(h slog.Handler) error {
+			return h.Handle(ctx, slog.NewRecord(time.Time{}, slog.LevelInfo, ctrl, 0))
+		}},
+		{"WithAttrs value", func(h slog.Handler) error {
+			return h.WithAttrs([]slog.Attr{slog.String("v", ctrl)}).Handle(ctx, slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0))
+		}},
+		{"WithAttrs []byte", func(h slog.Handler) error {
+			return h.WithAttrs([]slog.Attr{slog.Any("v", blob)}).Handle(ctx, slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0))
+		}},
+		{"WithGroup name", func(h slog.Handler) error {
+			r := slog.NewRecord(time.Time{}, slog.LevelInfo, "m", 0)
+			r.AddAttrs(slog.Int("a", 1))
+			return h.WithGroup(ctrl).Handle(ctx, r)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, path := openTemp(t, nil)
+			require.NoError(t, tc.log(h)) // warm the pools
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			err := tc.log(h)
+			runtime.ReadMemStats(&after)
+			require.NoError(t, err)
+			allocated := after.TotalAlloc - before.TotalAlloc
+			t.Logf("allocated %d bytes for a %d-byte value", allocated, huge)
+			require.Less(t, allocated, uint64(2*lineCap), "bytes allocated by one record")
+
+			lines := scanLinesFile(t, path)
+			require.Len(t, lines, 2)
+			for _, l := range lines {
+				require.LessOrEqual(t, len(l)+1, lineCap)
+				require.Equal(t, true, requireJSONLine(t, l)["!TRUNCATED"])
+			}
+		})
+	}
+	runtime.KeepAlive(ctrl)
+	runtime.KeepAlive(blob)
+}
+
+// A WithGroup dropped at MaxWithBytes takes the attributes that belong in it along: written
+// at the top level instead, they would change meaning and could collide with "msg" or
+// "level". The line still says it was cut, and each such record is counted.
+func TestDroppedGroupDropsTheAttrsMeantForIt(t *testing.T) {
+	const withCap = 1024
+	for _, tc := range []struct {
+		name string
+		with func(*slog.Logger) *slog.Logger
+	}{
+		{"group after a full chain", func(l *slog.Logger) *slog.Logger {
+			return l.With("pad", strings.Repeat("x", 2*withCap)).WithGroup("g")
+		}},
+		{"group that does not fit", func(l *slog.Logger) *slog.Logger {
+			return l.With("pad", strings.Repeat("x", withCap-200)).WithGroup(strings.Repeat("g", 300))
+		}},
+		{"group name past the cap", func(l *slog.Logger) *slog.Logger {
+			return l.WithGroup(strings.Repeat("g", 2*withCap))
+		}},
+		{"attrs after the dropped group", func(l *slog.Logger) *slog.Logger {
+			return l.With("pad", strings.Repeat("x", 2*withCap)).WithGroup("g").With("b", 2)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, path := openTemp(t, &Options{MaxWithBytes: withCap})
+			l := tc.with(slog.New(h))
+			before := h.Stats().Truncations
+			l.Info("m", "a", 1, "msg", "spoofed", "level", "spoofed")
+			l.Info("no attrs")
+			lines := readLines(t, path)
+			require.Len(t, lines, 2)
+			for _, line := range lines {
+				m := requireJSONLine(t, line)
+				require.Equal(t, true, m["!TRUNCATED"])
+				require.Equal(t, "INFO", m["level"])
+				require.NotContains(t, m, "a", "an attr of the dropped group went to the top level")
+				require.NotContains(t, m, "b")
+				require.NotContains(t, line, "spoofed")
+			}
+			require.Equal(t, "m", requireJSONLine(t, lines[0])["msg"])
+			require.Equal(t, before+1, h.Stats().Truncations, "the record that lost attrs is counted")
+		})
+	}
+
+	// A chain that is full without losing a group still places record attrs where they belong.
+	h, path := openTemp(t, &Options{MaxWithBytes: withCap})
+	slog.New(h).With("pad", strings.Repeat("x", 2*withCap)).Info("m", "a", 1)
+	m := requireJSONLine(t, readLines(t, path)[0])
+	require.Equal(t, float64(1), m["a"])
+	require.Equal(t, true, m["!TRUNCATED"])
 }

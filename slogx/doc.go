@@ -46,7 +46,12 @@
 //     are the attributes a With chain can carry (MaxWithBytes, 64 KiB by default, per-link
 //     overhead included). Past a cap, later attributes are dropped, a long string is cut
 //     at a rune boundary, the line ends with "!TRUNCATED":true and the truncation is
-//     counted. Repeating the 3.0.0 pattern (h = h.With(...) per query) stays bounded.
+//     counted. A WithGroup dropped at the cap drops the record attributes meant for it
+//     too, rather than write them outside their group. Repeating the 3.0.0 pattern (h = h.With(...) per query) stays bounded.
+//     The caps bound memory as well as lines: a string, []byte, error text, key or group
+//     name past the cap is read only as far as the line (or the With chain) can hold it, so
+//     one record costs about MaxLineBytes at most however large its values (see Limits for
+//     the values encoding/json marshals).
 //   - MaxBytes rotates synchronously before the write that would pass it: path becomes
 //     path.1, path.i becomes path.i+1, and the oldest beyond MaxBackups is removed. A line
 //     never spans two files and no file exceeds MaxBytes.
@@ -81,6 +86,11 @@
 //   - Lines written between the removal of the file and its detection (up to a second) go
 //     to the removed file and are lost; logrotate's "create" mode plus Reopen loses none.
 //   - ReplaceAttr runs for WithAttrs attributes once, when WithAttrs is called, as in slog.
+//   - A value marshalled by encoding/json (a struct, map, slice other than []byte, or a
+//     json.Marshaler) is built whole by encoding/json before the cap can refuse it: logging
+//     one costs its JSON size once, in encoding/json's buffer (what is refused is never
+//     copied into the line). Log large data as a string or []byte, or through a LogValuer
+//     that trims it.
 //   - Enabled looks at the level only; a closed handler still reports enabled levels, and
 //     its Handle returns ErrClosed.
 //   - Rotated files are not compressed; the newest backup is path.1.

@@ -1,8 +1,9 @@
 package slogx
 
 import (
-	"bytes"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -39,8 +40,26 @@ type encoder struct {
 }
 
 type jsonState struct {
-	buf bytes.Buffer
+	w   capWriter
 	enc *json.Encoder
+}
+
+// capWriter takes encoding/json's output straight into the line, refusing it whole when it
+// would pass the cap: no second copy of a value the line cannot hold.
+type capWriter struct {
+	buf []byte
+	max int // len(buf) may not pass it
+}
+
+// errPastCap is how capWriter refuses; it never leaves the encoder.
+var errPastCap = errors.New("slogx: value past the cap")
+
+func (w *capWriter) Write(p []byte) (int, error) {
+	if len(p) > w.max-len(w.buf) {
+		return 0, errPastCap
+	}
+	w.buf = append(w.buf, p...)
+	return len(p), nil
 }
 
 // mark is a position encoding can roll back to.
@@ -68,9 +87,6 @@ func putEncoder(e *encoder) {
 	clear(e.names[:cap(e.names)])
 	e.names = e.names[:0]
 	e.rep = nil
-	if e.js != nil && e.js.buf.Cap() > maxPooledBuffer {
-		e.js = nil
-	}
 	encoderPool.Put(e)
 }
 
@@ -97,19 +113,94 @@ func (e *encoder) rollback(m mark) {
 
 func (e *encoder) over() bool { return len(e.buf)+e.closers+e.tail > e.limit }
 
-func (e *encoder) key(k string) {
+// room is how long e.buf may grow before it passes the cap.
+func (e *encoder) room() int { return e.limit - e.closers - e.tail }
+
+// key writes `"k":`, or nothing and false when k cannot fit: a huge key costs no more than
+// the cap to refuse.
+func (e *encoder) key(k string) bool {
+	n := len(e.buf)
 	if e.comma {
 		e.buf = append(e.buf, ',')
 	}
-	e.buf = appendJSONString(e.buf, k)
+	if !e.quoted(k) {
+		e.buf = e.buf[:n]
+		return false
+	}
 	e.buf = append(e.buf, ':')
 	e.comma = true
+	return true
+}
+
+// quoted appends s as a JSON string and reports whether it fits; when it does not, it stops
+// near the cap (what it wrote is for the caller to roll back).
+func (e *encoder) quoted(s string) bool {
+	e.buf = append(e.buf, '"')
+	if !e.appendCapped(s, e.room()-1) {
+		return false
+	}
+	e.buf = append(e.buf, '"')
+	return true
+}
+
+// appendCapped appends s escaped, or as much of it as keeps len(e.buf) <= upTo, never
+// splitting a rune or an escape, and reports whether all of s went in. Escaping can grow a
+// string sixfold, so a string past the cap is escaped a chunk at a time and read only as
+// far as the cap: its cost is the cap's, not its own. Escaping is per rune and chunks end
+// at rune starts, so a string that fits comes out exactly as appendEscaped writes it.
+func (e *encoder) appendCapped(s string, upTo int) bool {
+	if len(s) <= (upTo-len(e.buf))/6 { // fits even if every byte needs a \u00XX
+		e.buf = appendEscaped(e.buf, s)
+		return true
+	}
+	const chunk = 512
+	// One allocation for what can go in, rather than doublings up to it: the escaped string
+	// is at least len(s) long and at most the cap (plus the chunk that overshoots it).
+	// (Not slices.Grow: built with -race, it allocates that much twice.)
+	if need := max(0, min(upTo-len(e.buf), len(s))) + 6*chunk; cap(e.buf)-len(e.buf) < need {
+		b := make([]byte, len(e.buf), len(e.buf)+need)
+		copy(b, e.buf)
+		e.buf = b
+	}
+	for i := 0; i < len(s); {
+		end := min(i+chunk, len(s))
+		for end < len(s) && end > i && !utf8.RuneStart(s[end]) {
+			end--
+		}
+		if end == i { // no rune start within chunk: take one rune
+			_, size := utf8.DecodeRuneInString(s[i:])
+			end = i + size
+		}
+		n := len(e.buf)
+		e.buf = appendEscaped(e.buf, s[i:end])
+		if len(e.buf) <= upTo {
+			i = end
+			continue
+		}
+		e.buf = e.buf[:n]
+		// The chunk does not fit: take what does, rune by rune.
+		for i < end {
+			_, size := utf8.DecodeRuneInString(s[i:])
+			n := len(e.buf)
+			e.buf = appendEscaped(e.buf, s[i:i+size])
+			if len(e.buf) > upTo {
+				e.buf = e.buf[:n]
+				return false
+			}
+			i += size
+		}
+		return i == len(s)
+	}
+	return true
 }
 
 // openGroup writes `"name":{`; false (and truncated) when that would pass the cap.
 func (e *encoder) openGroup(name string) bool {
 	m := e.mark()
-	e.key(name)
+	if !e.key(name) {
+		e.truncated = true
+		return false
+	}
 	e.buf = append(e.buf, '{')
 	e.comma = false
 	e.closers++
@@ -238,73 +329,45 @@ func (e *encoder) source(key string, src *slog.Source) bool {
 // leaf writes key and value; past the cap a string value is cut to fit, anything else dropped.
 func (e *encoder) leaf(key string, v slog.Value, k slog.Kind) bool {
 	m := e.mark()
-	e.key(key)
-	e.value(v, k)
-	if !e.over() {
-		return true
+	if e.key(key) {
+		if k == slog.KindString {
+			return e.cutString(v.String(), m)
+		}
+		if e.value(v, k) && !e.over() {
+			return true
+		}
 	}
 	e.rollback(m)
 	e.truncated = true
-	if k == slog.KindString {
-		return e.cutString(key, v.String())
-	}
 	return false
 }
 
-// cutString writes as much of s as fits, never splitting a rune or an escape.
-func (e *encoder) cutString(key, s string) bool {
-	m := e.mark()
-	e.key(key)
+// cutString writes s as a string value, cut at a rune boundary (and the record marked
+// truncated) if it does not fit whole; nothing, back to m, if not even "" fits.
+func (e *encoder) cutString(s string, m mark) bool {
+	upTo := e.room() - 1 // the closing quote
 	e.buf = append(e.buf, '"')
-	budget := e.limit - e.closers - e.tail - 1 // the closing quote
-	if len(e.buf) > budget {
+	if len(e.buf) > upTo {
 		e.rollback(m)
+		e.truncated = true
 		return false
 	}
-	const chunk = 512
-	for i := 0; i < len(s); {
-		end := min(i+chunk, len(s))
-		for end < len(s) && end > i && !utf8.RuneStart(s[end]) {
-			end--
-		}
-		if end == i { // no rune start within chunk: take one rune
-			_, size := utf8.DecodeRuneInString(s[i:])
-			end = i + size
-		}
-		n := len(e.buf)
-		e.buf = appendEscaped(e.buf, s[i:end])
-		if len(e.buf) <= budget {
-			i = end
-			continue
-		}
-		e.buf = e.buf[:n]
-		// The chunk does not fit: take what does, rune by rune.
-		for i < end {
-			_, size := utf8.DecodeRuneInString(s[i:])
-			n := len(e.buf)
-			e.buf = appendEscaped(e.buf, s[i:i+size])
-			if len(e.buf) > budget {
-				e.buf = e.buf[:n]
-				break
-			}
-			i += size
-		}
-		break
+	if !e.appendCapped(s, upTo) {
+		e.truncated = true
 	}
 	e.buf = append(e.buf, '"')
 	return true
 }
 
-func (e *encoder) value(v slog.Value, k slog.Kind) {
+// value writes v, except a string (see cutString); false if it stopped at the cap.
+func (e *encoder) value(v slog.Value, k slog.Kind) bool {
 	switch k {
-	case slog.KindString:
-		e.buf = appendJSONString(e.buf, v.String())
 	case slog.KindInt64:
 		e.buf = strconv.AppendInt(e.buf, v.Int64(), 10)
 	case slog.KindUint64:
 		e.buf = strconv.AppendUint(e.buf, v.Uint64(), 10)
 	case slog.KindFloat64:
-		e.float(v.Float64())
+		return e.float(v.Float64())
 	case slog.KindBool:
 		e.buf = strconv.AppendBool(e.buf, v.Bool())
 	case slog.KindDuration:
@@ -312,15 +375,15 @@ func (e *encoder) value(v slog.Value, k slog.Kind) {
 	case slog.KindTime:
 		e.time(v.Time())
 	default:
-		e.any(v.Any())
+		return e.any(v.Any())
 	}
+	return true
 }
 
 // float formats like encoding/json (ES6 number formatting) without boxing f into an interface.
-func (e *encoder) float(f float64) {
+func (e *encoder) float(f float64) bool {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
-		e.marshal(f) // for encoding/json's own error text
-		return
+		return e.marshal(f) // for encoding/json's own error text
 	}
 	format := byte('f')
 	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
@@ -334,6 +397,7 @@ func (e *encoder) float(f float64) {
 			e.buf = e.buf[:n-1]
 		}
 	}
+	return true
 }
 
 const yearRangeError = "!ERROR:time.Time year outside of range [0,9999]"
@@ -387,44 +451,71 @@ func appendFraction(b []byte, ns int) []byte {
 
 // any formats x as slog.JSONHandler does: an error (that is not a json.Marshaler) as its
 // message, everything else through encoding/json without HTML escaping, and failures and
-// panics as an "!ERROR:"/"!PANIC:" string so the line stays valid JSON.
-func (e *encoder) any(x any) {
+// panics as an "!ERROR:"/"!PANIC:" string so the line stays valid JSON. False if x does not
+// fit under the cap.
+func (e *encoder) any(x any) (ok bool) {
 	n := len(e.buf)
 	defer func() {
 		if r := recover(); r != nil {
 			e.buf = e.buf[:n]
 			if rv := reflect.ValueOf(x); rv.Kind() == reflect.Pointer && rv.IsNil() {
 				e.buf = appendJSONString(e.buf, "<nil>")
+				ok = true
 				return
 			}
-			e.buf = appendJSONString(e.buf, fmt.Sprintf("!PANIC: %v", r))
+			ok = e.quoted(fmt.Sprintf("!PANIC: %v", r))
 		}
 	}()
 	switch x := x.(type) {
 	case slog.Level: // a json.Marshaler whose output is this string
 		e.buf = appendJSONString(e.buf, x.String())
-		return
+		return true
+	case []byte:
+		// encoding/json's base64, written here so that a slice past the cap is refused by
+		// its length instead of being encoded (and copied twice) first.
+		if x == nil {
+			e.buf = append(e.buf, "null"...)
+			return true
+		}
+		if room := e.room() - len(e.buf) - 2; len(x)/3 > room/4 || base64.StdEncoding.EncodedLen(len(x)) > room {
+			return false
+		}
+		e.buf = append(e.buf, '"')
+		e.buf = base64.StdEncoding.AppendEncode(e.buf, x)
+		e.buf = append(e.buf, '"')
+		return true
 	case json.Marshaler:
 	case error:
-		e.buf = appendJSONString(e.buf, x.Error())
-		return
+		return e.quoted(x.Error())
 	}
-	e.marshal(x)
+	return e.marshal(x)
 }
 
-func (e *encoder) marshal(x any) {
+// marshal writes x with encoding/json. encoding/json builds the whole value in its own
+// buffer before it can be refused: only that one copy is not bounded by the cap (see the
+// package doc).
+func (e *encoder) marshal(x any) bool {
 	if e.js == nil {
 		e.js = &jsonState{}
-		e.js.enc = json.NewEncoder(&e.js.buf)
+		e.js.enc = json.NewEncoder(&e.js.w)
 		e.js.enc.SetEscapeHTML(false)
 	}
-	e.js.buf.Reset()
-	if err := e.js.enc.Encode(x); err != nil {
-		e.buf = appendJSONString(e.buf, "!ERROR:"+err.Error())
-		return
+	n := len(e.buf)
+	e.js.w = capWriter{buf: e.buf, max: e.room() + 1} // + Encode's newline, cut below
+	err := e.js.enc.Encode(x)
+	e.buf = e.js.w.buf
+	e.js.w.buf = nil
+	switch {
+	case err == nil:
+		e.buf = e.buf[:len(e.buf)-1] // Encode's newline
+		return true
+	case errors.Is(err, errPastCap):
+		e.js = nil // a json.Encoder keeps failing after its writer failed once
+		e.buf = e.buf[:n]
+		return false
 	}
-	b := e.js.buf.Bytes()
-	e.buf = append(e.buf, b[:len(b)-1]...) // Encode's newline
+	e.buf = e.buf[:n]
+	return e.quoted("!ERROR:" + err.Error()) // the text of a MarshalJSON error is the caller's
 }
 
 // appendJSONString appends s quoted with encoding/json's rules, HTML escaping off

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 )
@@ -105,5 +106,60 @@ func TestTimeFormattingMatchesRFC3339Nano(t *testing.T) {
 		want, err := tm.MarshalJSON()
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(e.buf))
+	}
+}
+
+// encoding/json's Encoder fails for good once its writer has failed: refusing one value at
+// the cap must not cost the values after it, in this record or the next one of the pool.
+func TestValueRefusedAtCapLeavesEncoderUsable(t *testing.T) {
+	e := &encoder{}
+	e.reset(100, 0, nil)
+	require.False(t, e.any(make([]int, 1000)), "a value past the cap is refused")
+	require.Empty(t, e.buf)
+	require.True(t, e.any([]int{1, 2}))
+	require.Equal(t, "[1,2]", string(e.buf))
+}
+
+// A string is escaped in chunks only when it may not fit; whether it fits or is cut, the
+// result must be what escaping it whole writes, up to the last rune that fits.
+func TestCappedEscapingIsAPrefixOfWholeEscaping(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	alphabet := []byte("abc\"\\\n\x01\x80\xbf\xe2\xff é😀\u2028")
+	e := &encoder{}
+	for range 2000 {
+		b := make([]byte, rng.IntN(3000))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		s := string(b)
+		whole := appendEscaped(nil, s)
+		// Where escaping s whole stands after each rune: escaping is per rune, as decoding
+		// s whole steps through it.
+		var cuts []int
+		var byRune []byte
+		for i := 0; i < len(s); {
+			_, size := utf8.DecodeRuneInString(s[i:])
+			byRune = appendEscaped(byRune, s[i:i+size])
+			cuts = append(cuts, len(byRune))
+			i += size
+		}
+		require.Equal(t, string(whole), string(byRune))
+		for _, upTo := range []int{len(whole), len(whole) + rng.IntN(100), rng.IntN(len(whole) + 1)} {
+			e.buf = e.buf[:0]
+			complete := e.appendCapped(s, upTo)
+			if upTo >= len(whole) {
+				require.True(t, complete)
+				require.Equal(t, string(whole), string(e.buf))
+				continue
+			}
+			require.False(t, complete)
+			want := 0
+			for _, c := range cuts {
+				if c <= upTo {
+					want = c
+				}
+			}
+			require.Equal(t, string(whole[:want]), string(e.buf), "cut at %d of %d", upTo, len(whole))
+		}
 	}
 }

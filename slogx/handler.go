@@ -46,6 +46,10 @@ type FileHandler struct {
 
 	owner bool // returned by OpenJSONFile: its Close closes the file
 	full  bool // MaxWithBytes reached: later With calls are dropped, records get the marker
+	// lost: a WithGroup was dropped at the cap. Record attributes belong in that group, so
+	// they are dropped too: at the top level they would mean something else, or pass for
+	// msg or level.
+	lost bool
 }
 
 // linkCost charges each WithAttrs link for its FileHandler, so MaxWithBytes bounds memory
@@ -194,7 +198,9 @@ func (h *FileHandler) encode(e *encoder, r slog.Record) {
 		e.comma = true
 		e.closers = int(h.nOpen)
 	}
-	if r.NumAttrs() > 0 {
+	if r.NumAttrs() > 0 && h.lost {
+		e.truncated = true
+	} else if r.NumAttrs() > 0 {
 		m := e.mark()
 		wrote := false
 		if e.enterGroups(h) {
@@ -299,17 +305,24 @@ func (h *FileHandler) WithGroup(name string) slog.Handler {
 		return h2
 	}
 	if h.full {
+		h2.lost = true
 		h.sink.metrics.truncation()
 		return h2
 	}
 	// Groups count against the With cap too: pending ones by what they will write, all of
-	// them by the list node they hold.
+	// them by the list node they hold. A name longer than the cap cannot fit: refuse it
+	// before escaping it costs its own size.
+	if len(name) > h.sink.cfg.maxWith {
+		h2.full, h2.lost = true, true
+		h.sink.metrics.truncation()
+		return h2
+	}
 	pending := jsonStringLen(name) + len(",:{}")
 	for g := h.groups; g != nil && g.depth > h.nOpen; g = g.parent {
 		pending += jsonStringLen(g.name) + len(",:{}")
 	}
 	if int(h.size)+int(h.nOpen)+(h.groups.len()+1)*groupCost+pending > h.sink.cfg.maxWith {
-		h2.full = true
+		h2.full, h2.lost = true, true
 		h.sink.metrics.truncation()
 		return h2
 	}

@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -210,17 +212,25 @@ func TestCloseRacingHandlesNeverPanicsOrWritesAfterClose(t *testing.T) {
 		var wg, writing sync.WaitGroup
 		var mu sync.Mutex
 		written := 0
-		for w := range 4 {
+		const writers = 4
+		// A writer reports here, never through require: FailNow would end it before it
+		// signals writing, and the test would hang instead of failing.
+		errs := make(chan error, writers)
+		for w := range writers {
 			writing.Add(1)
 			wg.Go(func() {
-				l := h.WithAttrs([]slog.Attr{slog.Int("w", w)})
 				first := sync.OnceFunc(writing.Done)
+				defer first()
+				l := h.WithAttrs([]slog.Attr{slog.Int("w", w)})
 				for {
 					err := l.Handle(context.Background(), slog.NewRecord(time.Time{}, slog.LevelInfo, "q", 0))
 					if errors.Is(err, ErrClosed) {
 						return
 					}
-					require.NoError(t, err)
+					if err != nil {
+						errs <- fmt.Errorf("writer %d: %w", w, err)
+						return
+					}
 					mu.Lock()
 					written++
 					mu.Unlock()
@@ -232,6 +242,10 @@ func TestCloseRacingHandlesNeverPanicsOrWritesAfterClose(t *testing.T) {
 		writing.Wait()
 		require.NoError(t, h.Close())
 		wg.Wait()
+		close(errs)
+		for err := range errs {
+			require.NoError(t, err)
+		}
 		require.Nil(t, h.sink.f, "a Handle that was waiting for the file when Close ran opened it again")
 		lines := readLines(t, path)
 		require.Len(t, lines, written, "exactly the successful Handles are in the file")
@@ -261,6 +275,11 @@ func TestOpenJSONFileRejectsBadInput(t *testing.T) {
 		{"negative MaxLineBytes", file, &Options{MaxLineBytes: -1}, true, "negative"},
 		{"tiny MaxLineBytes", file, &Options{MaxLineBytes: 10}, true, "below the minimum"},
 		{"negative MaxWithBytes", file, &Options{MaxWithBytes: -1}, true, "negative"},
+		// Sizes are kept in int32: a cap past 2 GiB would wrap and cap nothing.
+		{"huge MaxLineBytes", file, &Options{MaxLineBytes: 1<<30 + 1}, true, "MaxLineBytes 1073741825 is above the maximum of 1073741824"},
+		{"MaxLineBytes past int32", file, &Options{MaxLineBytes: math.MaxInt}, true, "above the maximum"},
+		{"huge MaxWithBytes", file, &Options{MaxWithBytes: 1<<30 + 1}, true, "MaxWithBytes 1073741825 is above the maximum of 1073741824"},
+		{"MaxWithBytes past int32", file, &Options{MaxWithBytes: math.MaxInt}, true, "above the maximum"},
 		{"rotating a device", os.DevNull, &Options{MaxBytes: 1 << 20}, true, "needs a regular file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,6 +18,9 @@ const (
 
 	// minLineBytes leaves room for the built-in keys, a truncated message and the marker.
 	minLineBytes = 1 << 10
+	// maxCapBytes bounds MaxLineBytes and MaxWithBytes: chain sizes are kept in int32 (a
+	// derived handler stays small), and a cap past 2 GiB would wrap and cap nothing.
+	maxCapBytes = 1 << 30
 )
 
 // Options configures a FileHandler. A nil *Options means all defaults.
@@ -35,16 +38,19 @@ type Options struct {
 	// least 1 KiB and the path must be a regular file.
 	MaxBytes int64
 	// MaxBackups is how many rotated files are kept as path.1 (newest) … path.N; the
-	// oldest is removed. 0 keeps none: rotation starts the file afresh. Needs MaxBytes.
+	// oldest is removed, and so are path.N+1, path.N+2 … left by a run that kept more
+	// (up to the first missing one). 0 keeps none: rotation starts the file afresh and
+	// touches no path.N. Needs MaxBytes.
 	MaxBackups int
 
 	// MaxLineBytes caps one record's line (newline included); 0 = DefaultMaxLineBytes.
 	// Attributes past the cap are dropped, a long string value is cut, and the line ends
-	// with the marker "!TRUNCATED":true. At least 1 KiB.
+	// with the marker "!TRUNCATED":true. At least 1 KiB, at most 1 GiB.
 	MaxLineBytes int
 	// MaxWithBytes caps the pre-encoded attributes and groups a derived handler carries;
-	// 0 = DefaultMaxWithBytes, and never more than half of the line cap. Attributes past
-	// it are dropped and every record of that handler carries the marker.
+	// 0 = DefaultMaxWithBytes, at most 1 GiB, and never more than half of the line cap. Attributes past
+	// it are dropped and every record of that handler carries the marker; past a dropped
+	// WithGroup, the records' own attributes are dropped as well (they belong in it).
 	MaxWithBytes int
 
 	// Registerer, if set, receives the slogx_* metrics. Handlers opened with the same
@@ -87,8 +93,12 @@ func newConfig(o *Options) (*config, error) {
 		return nil, bad("MaxLineBytes %d is negative", o.MaxLineBytes)
 	case o.MaxLineBytes > 0 && o.MaxLineBytes < minLineBytes:
 		return nil, bad("MaxLineBytes %d is below the minimum of %d", o.MaxLineBytes, minLineBytes)
+	case o.MaxLineBytes > maxCapBytes:
+		return nil, bad("MaxLineBytes %d is above the maximum of %d", o.MaxLineBytes, maxCapBytes)
 	case o.MaxWithBytes < 0:
 		return nil, bad("MaxWithBytes %d is negative", o.MaxWithBytes)
+	case o.MaxWithBytes > maxCapBytes:
+		return nil, bad("MaxWithBytes %d is above the maximum of %d", o.MaxWithBytes, maxCapBytes)
 	}
 	c := &config{
 		level:       o.Level,

@@ -3,6 +3,7 @@ package slogx
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
@@ -94,9 +95,16 @@ func (s *sink) write(line []byte, now time.Time) error {
 		return err
 	}
 	if limit := s.cfg.maxBytes; limit > 0 && s.size > 0 && s.size+int64(len(line)) > limit {
-		if err := s.rotate(); err != nil {
-			s.metrics.writeError()
-			return err
+		// s.size is refreshed once a second: a copytruncate since then leaves it stale. Once
+		// per rotation, ask the file itself rather than rotate one that is nearly empty.
+		if fi, err := s.f.Stat(); err == nil {
+			s.size = fi.Size()
+		}
+		if s.size > 0 && s.size+int64(len(line)) > limit {
+			if err := s.rotate(); err != nil {
+				s.metrics.writeError()
+				return err
+			}
 		}
 	}
 	if s.brokenLine {
@@ -159,16 +167,22 @@ func (s *sink) failed(n int) {
 	if n == 0 {
 		return
 	}
-	if s.regular && s.f.Truncate(s.size-int64(n)) == nil {
-		s.size -= int64(n)
-		return
+	// Cut from where this write ended (the file's offset), not from s.size: that may be
+	// stale (copytruncate, another writer), and cutting by it could leave the fragment or
+	// pad the file with NULs.
+	if s.regular {
+		if end, err := s.f.Seek(0, io.SeekCurrent); err == nil && end >= int64(n) && s.f.Truncate(end-int64(n)) == nil {
+			s.size = end - int64(n)
+			return
+		}
 	}
 	s.metrics.partial(n)
 	s.brokenLine = true
 }
 
 // rotate moves path.i to path.i+1 (overwriting the oldest), path to path.1, and starts a new
-// file, all before the write that would pass MaxBytes: a line never spans two files.
+// file, all before the write that would pass MaxBytes: a line never spans two files. With
+// MaxBackups 0 it leaves numbered files alone: they may be another rotator's.
 func (s *sink) rotate() error {
 	if n := s.cfg.maxBackups; n > 0 {
 		for i := n - 1; i >= 1; i-- {
@@ -178,6 +192,13 @@ func (s *sink) rotate() error {
 		}
 		if err := os.Rename(s.path, s.backup(1)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("slogx: rotating %s: %w", s.path, err)
+		}
+		// A run with more backups left path.n+1 …: they are past the oldest kept, and
+		// nothing else would ever remove them. Best effort: the log must go on regardless.
+		for i := n + 1; ; i++ {
+			if os.Remove(s.backup(i)) != nil {
+				break
+			}
 		}
 	} else if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("slogx: rotating %s: %w", s.path, err)

@@ -246,11 +246,15 @@ func TestReopenAndRotationRacingWritersLoseNothing(t *testing.T) {
 	h, path := openTemp(t, &Options{MaxBytes: 16 << 10, MaxBackups: 1000})
 	const writers, perWriter, reopens = 4, 500, 20
 	var wg sync.WaitGroup
+	errs := make(chan error, writers) // writers report here: FailNow belongs to the test goroutine
 	for w := range writers {
 		wg.Go(func() {
 			l := h.WithAttrs([]slog.Attr{slog.Int("w", w)})
 			for i := range perWriter {
-				require.NoError(t, l.Handle(context.Background(), record(time.Time{}, w*perWriter+i, i%200)))
+				if err := l.Handle(context.Background(), record(time.Time{}, w*perWriter+i, i%200)); err != nil {
+					errs <- fmt.Errorf("writer %d, record %d: %w", w, i, err)
+					return
+				}
 			}
 		})
 	}
@@ -262,6 +266,10 @@ func TestReopenAndRotationRacingWritersLoseNothing(t *testing.T) {
 		require.NoError(t, h.Reopen())
 	}
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
 	require.NoError(t, h.Close())
 
 	files, err := filepath.Glob(path + "*")
@@ -275,4 +283,75 @@ func TestReopenAndRotationRacingWritersLoseNothing(t *testing.T) {
 		}
 	}
 	require.Len(t, seen, writers*perWriter)
+}
+
+// logrotate's copytruncate empties the file under the open descriptor, and the tracked size
+// learns of it only at the next identity check (up to a second later). Undoing a partial
+// write in that second must cut the file where the write began, not where the stale size
+// says: that would leave the fragment, or pad the file with NULs up to the old size.
+func TestPartialWriteAfterCopytruncateIsUndone(t *testing.T) {
+	h, path := openTemp(t, nil)
+	ctx := context.Background()
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	require.NoError(t, h.Handle(ctx, record(t0, 0, 2000)))
+	require.NoError(t, os.Truncate(path, 0))
+
+	var old syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old))
+	lim := old
+	lim.Cur = 100
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim))
+	err := h.Handle(ctx, record(t0.Add(time.Millisecond), 1, 500))
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old))
+	require.ErrorIs(t, err, syscall.EFBIG)
+
+	require.NoError(t, h.Handle(ctx, record(t0.Add(2*time.Millisecond), 2, 0)))
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NotContains(t, string(b), "\x00")
+	lines := readLines(t, path)
+	require.Len(t, lines, 1, "%q", b)
+	require.Equal(t, 2, seqOf(t, lines[0]))
+}
+
+// After a copytruncate the tracked size is stale until the next identity check; rotation
+// must go by what the file really holds, or it rotates an almost empty file.
+func TestCopytruncateDoesNotRotateEarly(t *testing.T) {
+	const maxBytes = 4096
+	h, path := openTemp(t, &Options{MaxBytes: maxBytes, MaxBackups: 1})
+	ctx := context.Background()
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	require.NoError(t, h.Handle(ctx, record(t0, 0, 3000)))
+	require.NoError(t, os.Truncate(path, 0))
+	require.NoError(t, h.Handle(ctx, record(t0.Add(time.Millisecond), 1, 2000)))
+
+	require.Zero(t, h.Stats().Rotations)
+	_, err := os.Stat(path + ".1")
+	require.ErrorIs(t, err, os.ErrNotExist)
+	lines := readLines(t, path)
+	require.Len(t, lines, 1)
+	require.Equal(t, 1, seqOf(t, lines[0]))
+}
+
+// A previous run kept more backups: lowering MaxBackups must not leave path.N+1 … behind
+// for ever. The first rotation removes them, as it removes the oldest.
+func TestLoweredMaxBackupsRemovesOlderBackupsOnRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.log")
+	for i := 1; i <= 5; i++ {
+		require.NoError(t, os.WriteFile(fmt.Sprintf("%s.%d", path, i), []byte("{\"old\":1}\n"), 0o600))
+	}
+	h, err := OpenJSONFile(path, &Options{MaxBytes: 1024, MaxBackups: 2})
+	require.NoError(t, err)
+	defer h.Close()
+	for i := 0; h.Stats().Rotations == 0; i++ {
+		require.NoError(t, h.Handle(context.Background(), record(time.Time{}, i, 300)))
+	}
+	for i := 1; i <= 2; i++ {
+		_, err := os.Stat(fmt.Sprintf("%s.%d", path, i))
+		require.NoError(t, err, "backup %d is kept", i)
+	}
+	for i := 3; i <= 5; i++ {
+		_, err := os.Stat(fmt.Sprintf("%s.%d", path, i))
+		require.ErrorIs(t, err, os.ErrNotExist, "backup %d is past MaxBackups", i)
+	}
 }
