@@ -361,3 +361,72 @@ func TestResizeToZeroKeepsNoPage(t *testing.T) {
 	require.Equal(t, s.fixedBytes(), s.Stats().Bytes, "a disabled store holds nothing for exemplars")
 	requireInvariants(t, s)
 }
+
+func TestHotSeriesReplacingItsOnlyExemplarAtMaxBytesNeverEvictsAQuietOne(t *testing.T) {
+	// With MaxPerSeries=1 the hot series' own exemplar goes and its series
+	// with it, then the series is added back. The byte limit must judge the
+	// re-add by what the store holds after that removal: judged by the count
+	// from before it, the series labels were paid for twice and a quiet
+	// series' exemplar was evicted to make room that was already there.
+	s := mustNew(t, Options{MaxExemplars: 1 << 20})
+	quiet := func(i int) labels.Labels {
+		return labels.FromStrings("__name__", "quiet", "instance", fmt.Sprintf("host-%d.example.com:9100", i))
+	}
+	for i := 0; s.Stats().Bytes < MinBytes; i++ {
+		require.NoError(t, s.AddExemplar(quiet(i), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(i), HasTs: true}))
+	}
+	hot := labels.FromStrings("__name__", "hot", "instance", "host-hot.example.com:9100")
+	require.NoError(t, s.AddExemplar(hot, exemplar.Exemplar{Labels: traceID(0), Value: 0, Ts: 1 << 20, HasTs: true}))
+	// Not a byte to spare.
+	require.NoError(t, s.SetLimits(Options{MaxExemplars: 1 << 20, MaxBytes: s.Stats().Bytes, MaxPerSeries: 1}))
+	before := s.Stats()
+	quietBefore := selectAll(t, s)
+
+	for i := 1; i <= 5000; i++ {
+		require.NoError(t, s.AddExemplar(hot, exemplar.Exemplar{Labels: traceID(i), Value: float64(i), Ts: 1<<20 + int64(i), HasTs: true}))
+		if st := s.Stats(); st.Evicted.Bytes != before.Evicted.Bytes || st.Series != before.Series {
+			t.Fatalf("hot add %d: byte evictions %d -> %d, series %d -> %d: a quiet series paid for the hot one",
+				i, before.Evicted.Bytes, st.Evicted.Bytes, before.Series, st.Series)
+		}
+		if i%500 == 0 {
+			requireInvariants(t, s)
+		}
+	}
+	st := s.Stats()
+	require.Equal(t, uint64(5000), st.Evicted.PerSeries-before.Evicted.PerSeries)
+	require.LessOrEqual(t, st.Bytes, before.MaxBytes)
+	after := selectAll(t, s)
+	require.Len(t, after, len(quietBefore))
+	for i := range after {
+		if after[i].SeriesLabels.Get("__name__") == "quiet" {
+			require.Equal(t, quietBefore[i], after[i], "quiet series are untouched")
+		}
+	}
+}
+
+func TestCountEvictionFreesWhatTheByteLimitThenSees(t *testing.T) {
+	// At MaxExemplars every add of a new series evicts the oldest exemplar,
+	// and its series, by count; that frees what the new series costs. The byte
+	// limit judged by the count from before that eviction evicted a second
+	// exemplar for nothing.
+	const n = 1000
+	s := mustNew(t, Options{MaxExemplars: n})
+	series := func(i int) labels.Labels {
+		return labels.FromStrings("__name__", "requests", "instance", fmt.Sprintf("host-%06d.example.com:9100", i))
+	}
+	i := 0
+	for ; i < 4*n; i++ { // past the first cycles of the ring's pages: bytes are steady
+		require.NoError(t, s.AddExemplar(series(i), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(i), HasTs: true}))
+	}
+	require.GreaterOrEqual(t, s.Stats().Bytes, int64(MinBytes))
+	require.NoError(t, s.SetLimits(Options{MaxExemplars: n, MaxBytes: s.Stats().Bytes}))
+	before := s.Stats()
+	for end := i + 2*n; i < end; i++ {
+		require.NoError(t, s.AddExemplar(series(i), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(i), HasTs: true}))
+	}
+	st := s.Stats()
+	require.Equal(t, before.Evicted.Bytes, st.Evicted.Bytes, "the count limit alone made room")
+	require.Equal(t, int64(n), st.Exemplars)
+	require.LessOrEqual(t, st.Bytes, before.MaxBytes)
+	requireInvariants(t, s)
+}
