@@ -50,6 +50,14 @@ func TestBudgetOptionsThatCannotWorkAreRefused(t *testing.T) {
 	require.Equal(t, 4, b.Stats().Stores)
 }
 
+func TestBudgetNotMadeByNewBudgetIsRefused(t *testing.T) {
+	var zero Budget
+	s, err := New(Options{MaxExemplars: 10, Budget: &zero})
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	require.Nil(t, s)
+	require.Equal(t, BudgetStats{}, zero.Stats(), "a zero Budget answers Stats without panicking")
+}
+
 func TestNoisyTenantCannotEvictOtherTenantsBelowTheirFloor(t *testing.T) {
 	const (
 		tenants = 10

@@ -38,7 +38,8 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Budget, when set, makes the store draw its bytes from a byte budget shared
 	// with other stores (one per tenant, typically). MaxBytes still caps the
-	// store on its own. Used by New only.
+	// store on its own. It must come from NewBudget: New refuses a zero
+	// Budget with ErrInvalidOptions. Used by New only.
 	Budget *Budget
 }
 
