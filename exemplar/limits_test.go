@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,10 +52,24 @@ func TestOptionsThatCannotWorkAreRefused(t *testing.T) {
 
 func TestNewAllocatesNothingForItsCapacity(t *testing.T) {
 	// Prometheus preallocates 64 bytes per slot: 64 MB for an empty 1M store.
-	s := mustNew(t, Options{MaxExemplars: MaxExemplarsLimit})
+	// Measured on the heap, not taken from the store's own accounting.
+	const capacity = 1 << 20
+	base := liveHeap()
+	s := mustNew(t, Options{MaxExemplars: capacity})
+	empty := liveHeap() - base
+	t.Logf("an empty store of capacity %d holds %d heap bytes (accounts %d)", capacity, empty, s.Stats().Bytes)
+	require.Less(t, empty, int64(16<<10), "an empty store holds almost nothing")
 	require.Equal(t, storeBytes, s.Stats().Bytes)
+
 	require.NoError(t, s.AddExemplar(labels.FromStrings("__name__", "a"), exemplar.Exemplar{Labels: traceID(1), Ts: 1}))
-	require.Less(t, s.Stats().Bytes, int64(64<<10), "one exemplar costs a page, not the capacity")
+	one := liveHeap() - base
+	t.Logf("with one exemplar: %d heap bytes (accounts %d)", one, s.Stats().Bytes)
+	require.Less(t, one, int64(64<<10), "one exemplar costs a page, not the capacity")
+	require.Less(t, s.Stats().Bytes, int64(64<<10))
+	runtime.KeepAlive(s)
+
+	big := mustNew(t, Options{MaxExemplars: MaxExemplarsLimit})
+	require.Equal(t, storeBytes, big.Stats().Bytes)
 }
 
 func TestStaleReAddIntoAFullStoreIsRefusedAndCounted(t *testing.T) {
