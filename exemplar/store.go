@@ -575,15 +575,16 @@ func (s *Store) nextVictimTs(found bool, l labels.Labels, e *exemplar.Exemplar, 
 		}
 	}
 	if b := s.budget; b != nil && b.used.Load()+need > b.max {
+		// Another tenant's timestamps say nothing about whether e is stale for
+		// this one (its exemplars may lag by minutes): judge e against this
+		// store's own oldest, and only when this store is what is full — it
+		// gives up its own oldest, or holds more than its floor. Below its
+		// floor the store is entitled to the room and takes it.
 		switch v := b.victim(s); {
 		case v == nil:
 			return 0, false // nothing to evict: judge's room check refuses it
-		case v == s:
+		case v == s, s.bytes > b.floor && v.pubLive.Load() > 0:
 			return r.at(r.head).ts, true // judge calls this only with r.live > 0
-		case v.pubLive.Load() == 0:
-			return 0, false // only pages of an emptied store go: no exemplar
-		default:
-			return v.pubOldest.Load(), true
 		}
 	}
 	return 0, false
