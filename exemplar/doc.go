@@ -52,7 +52,9 @@
 //     can change.
 //   - MaxPerSeries: a series at its cap drops its own oldest exemplar; no
 //     other series loses one for it. Gaps it leaves in the ring are compacted
-//     before the byte limit would evict anyone.
+//     before the byte limit would evict anyone. Only a new exemplar that needs
+//     more room than the one it replaces (longer labels) can take more, and
+//     it goes through the same checks as any other add first.
 //   - MaxAge: exemplars older than the newest accepted timestamp minus MaxAge
 //     are removed as soon as an add moves the newest timestamp, wherever they
 //     sit, and are never returned.

@@ -445,3 +445,59 @@ func TestCountEvictionFreesWhatTheByteLimitThenSees(t *testing.T) {
 	require.LessOrEqual(t, st.Bytes, before.MaxBytes)
 	requireInvariants(t, s)
 }
+
+func TestSeriesAtMaxPerSeriesGetsTheByteChecksBeforeItDropsItsOwnOldest(t *testing.T) {
+	// A series at MaxPerSeries skipped the checks that refuse an exemplar
+	// before anything is evicted for it: its own oldest went, then the add
+	// was refused (too large), or another series' exemplar went for a stale
+	// one.
+	t.Run("too large", func(t *testing.T) {
+		s := mustNew(t, Options{MaxExemplars: 100, MaxPerSeries: 1})
+		l := labels.FromStrings("__name__", "m", "pod", strings.Repeat("p", 24<<10))
+		require.NoError(t, s.AddExemplar(l, exemplar.Exemplar{Labels: traceID(1), Value: 1, Ts: 1, HasTs: true}))
+		// Not a byte to spare: a new label name needs a symbol the store
+		// cannot hold even with only this exemplar in it.
+		require.NoError(t, s.SetLimits(Options{MaxExemplars: 100, MaxPerSeries: 1, MaxBytes: s.Stats().Bytes}))
+		before, held := s.Stats(), selectAll(t, s)
+		e := exemplar.Exemplar{Labels: labels.FromStrings("span_id", "00f067aa0ba902b7"), Value: 2, Ts: 2, HasTs: true}
+		require.ErrorIs(t, s.ValidateExemplar(l, e), ErrExemplarTooLarge)
+		require.ErrorIs(t, s.AddExemplar(l, e), ErrExemplarTooLarge)
+		require.Equal(t, before, s.Stats(), "nothing was evicted for it")
+		require.Equal(t, held, selectAll(t, s))
+		requireInvariants(t, s)
+	})
+	t.Run("stale", func(t *testing.T) {
+		s := mustNew(t, Options{MaxExemplars: 1 << 20, MaxPerSeries: 1})
+		first := labels.FromStrings("__name__", "first")
+		hot := labels.FromStrings("__name__", "hot")
+		// Ingestion order is not timestamp order: first, at ts 1000, is the
+		// next to go; hot's exemplar at ts 10 was added after it.
+		require.NoError(t, s.AddExemplar(first, exemplar.Exemplar{Labels: traceID(0), Value: 1, Ts: 1000, HasTs: true}))
+		require.NoError(t, s.AddExemplar(hot, exemplar.Exemplar{Labels: traceID(1), Value: 1, Ts: 10, HasTs: true}))
+		// Fill to the end of a page, then allow not a byte more.
+		for i := 2; s.Stats().Bytes < MinBytes || (s.ring.tail-s.ring.base)%pageSlots != 0; i++ {
+			l := labels.FromStrings("__name__", "filler", "instance", fmt.Sprintf("host-%d.example.com:9100", i))
+			require.NoError(t, s.AddExemplar(l, exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(2000 + i), HasTs: true}))
+		}
+		require.NoError(t, s.SetLimits(Options{MaxExemplars: 1 << 20, MaxPerSeries: 1, MaxBytes: s.Stats().Bytes}))
+		before, held := s.Stats(), selectAll(t, s)
+
+		// Two slots where hot frees one: storing it would evict first's
+		// exemplar, which is newer.
+		twoSlots := exemplar.Exemplar{Labels: labels.FromStrings("trace_id", strings.Repeat("Z", 60)), Value: 2, Ts: 20, HasTs: true}
+		require.ErrorIs(t, s.ValidateExemplar(hot, twoSlots), storage.ErrOutOfOrderExemplar)
+		require.ErrorIs(t, s.AddExemplar(hot, twoSlots), storage.ErrOutOfOrderExemplar)
+		st := s.Stats()
+		require.Equal(t, before.Refused.StaleFull+1, st.Refused.StaleFull)
+		require.Equal(t, before.Evicted, st.Evicted, "nothing was evicted for it")
+		require.Equal(t, held, selectAll(t, s))
+
+		// One slot for the one hot frees: stored, and no other series pays.
+		require.NoError(t, s.AddExemplar(hot, exemplar.Exemplar{Labels: traceID(-1), Value: 3, Ts: 20, HasTs: true}))
+		st = s.Stats()
+		require.Equal(t, before.Evicted.PerSeries+1, st.Evicted.PerSeries)
+		require.Equal(t, before.Evicted.Bytes, st.Evicted.Bytes)
+		require.Equal(t, before.Series, st.Series)
+		requireInvariants(t, s)
+	})
+}
