@@ -60,6 +60,11 @@ var (
 	// label set is empty or has a repeated label name. Prometheus' head never
 	// holds such a series, so no exemplar Prometheus would keep is refused.
 	ErrInvalidSeriesLabels = errors.New("exemplar: invalid series labels")
+	// ErrUnknownSeriesRef is returned (wrapped, with the ref, in the head's
+	// words) by an Appendable's AppendExemplar given a ref and no series
+	// labels, when the ref is not one its wrapped appender returned in this
+	// transaction: it cannot tell which series the exemplar belongs to.
+	ErrUnknownSeriesRef = errors.New("exemplar: unknown HeadSeriesRef when trying to add exemplar")
 	// ErrExemplarTooLarge is returned (wrapped) when one exemplar with its series
 	// labels is larger than MaxBytes (or its budget) even with the store empty.
 	ErrExemplarTooLarge = errors.New("exemplar: exemplar and its series labels exceed the byte limit")
