@@ -3,6 +3,7 @@ package exemplar
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
@@ -25,6 +26,15 @@ import (
 // changed since the append) are dropped as the head drops them, and counted in
 // s's Stats. The appenders implement storage.GetRef, delegating to next's
 // appender when it does (Thanos and Cortex type-assert it).
+//
+// Like the head, AppendExemplar accepts a ref with empty series labels
+// (Cortex and Mimir call AppendExemplar(ref, nil, e)): the series is the one
+// next's appender returned that ref for, from Append, AppendHistogram or
+// GetRef, earlier in the same transaction. The labels passed to those calls
+// must stay unchanged until the exemplar is appended (Cortex and Mimir pass
+// labels that do); the exemplar's copy is made then. A ref the transaction has
+// not seen is refused with ErrUnknownSeriesRef, as the head refuses a ref it
+// does not hold.
 func Appendable(next storage.Appendable, s *Store) storage.Appendable {
 	return appendable{next: next, store: s}
 }
@@ -55,11 +65,61 @@ type appender struct {
 	store   *Store
 	pending []pendingExemplar
 	copier  labelDecoder
+	// series maps the refs next's appender returned in this transaction to
+	// their labels, for exemplars appended by ref alone; lastRef spares a map
+	// write for every further sample of the same series.
+	series  map[storage.SeriesRef]labels.Labels
+	lastRef storage.SeriesRef
 }
 
 var _ storage.GetRef = (*appender)(nil)
 
+// remember records that next's appender knows l by ref.
+func (a *appender) remember(ref storage.SeriesRef, l labels.Labels) {
+	if ref == 0 || ref == a.lastRef || l.IsEmpty() {
+		return
+	}
+	if a.series == nil {
+		a.series = make(map[storage.SeriesRef]labels.Labels)
+	}
+	a.series[ref] = l
+	a.lastRef = ref
+}
+
+func (a *appender) forget() {
+	a.pending = nil
+	a.series, a.lastRef = nil, 0
+}
+
+func (a *appender) Append(ref storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
+	ref, err := a.Appender.Append(ref, l, t, v)
+	if err == nil {
+		a.remember(ref, l)
+	}
+	return ref, err
+}
+
+func (a *appender) AppendHistogram(ref storage.SeriesRef, l labels.Labels, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram) (storage.SeriesRef, error) {
+	ref, err := a.Appender.AppendHistogram(ref, l, t, h, fh)
+	if err == nil {
+		a.remember(ref, l)
+	}
+	return ref, err
+}
+
 func (a *appender) AppendExemplar(ref storage.SeriesRef, l labels.Labels, e exemplar.Exemplar) (storage.SeriesRef, error) {
+	if l.IsEmpty() {
+		known, ok := a.series[ref]
+		if !ok {
+			// The head drops exemplars silently while its storage is disabled,
+			// before it looks the series up.
+			if errors.Is(a.store.ValidateExemplar(l, e), storage.ErrExemplarsDisabled) {
+				return 0, nil
+			}
+			return 0, fmt.Errorf("%w: %d", ErrUnknownSeriesRef, ref)
+		}
+		l = known
+	}
 	e.Labels = e.Labels.WithoutEmpty()
 	if err := a.store.ValidateExemplar(l, e); err != nil {
 		if errors.Is(err, storage.ErrDuplicateExemplar) || errors.Is(err, storage.ErrExemplarsDisabled) {
@@ -76,14 +136,16 @@ func (a *appender) AppendExemplar(ref storage.SeriesRef, l labels.Labels, e exem
 
 func (a *appender) GetRef(lset labels.Labels, hash uint64) (storage.SeriesRef, labels.Labels) {
 	if gr, ok := a.Appender.(storage.GetRef); ok {
-		return gr.GetRef(lset, hash)
+		ref, l := gr.GetRef(lset, hash)
+		a.remember(ref, l)
+		return ref, l
 	}
 	return 0, labels.EmptyLabels()
 }
 
 func (a *appender) Commit() error {
 	pending := a.pending
-	a.pending = nil
+	a.forget()
 	if err := a.Appender.Commit(); err != nil {
 		return err
 	}
@@ -96,7 +158,7 @@ func (a *appender) Commit() error {
 }
 
 func (a *appender) Rollback() error {
-	a.pending = nil
+	a.forget()
 	return a.Appender.Rollback()
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/exemplar"
+	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/storage"
@@ -142,6 +144,69 @@ func TestAppendableKeepsGetRefWorking(t *testing.T) {
 	noRef := Appendable(appendableFunc(func(context.Context) storage.Appender { return failingAppender{} }), s).Appender(context.Background())
 	got, _ = noRef.(storage.GetRef).GetRef(series, series.Hash())
 	require.Zero(t, got)
+}
+
+func TestAppendableResolvesTheSeriesOfAnExemplarAppendedByRefAlone(t *testing.T) {
+	// Cortex and Mimir append exemplars as AppendExemplar(ref, nil, e): the
+	// head finds the series by ref. Every such exemplar was refused with
+	// ErrInvalidSeriesLabels.
+	db := openTSDB(t, false)
+	s := mustNew(t, Options{MaxExemplars: 100})
+	a := Appendable(db, s)
+	series := labels.FromStrings("__name__", "http_request_duration_seconds_bucket", "le", "0.5")
+	hseries := labels.FromStrings("__name__", "http_request_duration_seconds", "job", "api")
+
+	app := a.Appender(context.Background())
+	ref, err := app.Append(0, series, 1000, 3)
+	require.NoError(t, err)
+	gotRef, err := app.AppendExemplar(ref, labels.EmptyLabels(), exemplar.Exemplar{Labels: traceID(1), Value: 0.4, Ts: 1000, HasTs: true})
+	require.NoError(t, err)
+	require.Equal(t, ref, gotRef)
+	h := &histogram.Histogram{Count: 1, Sum: 0.2, ZeroThreshold: 0.001, PositiveSpans: []histogram.Span{{Offset: 0, Length: 1}}, PositiveBuckets: []int64{1}}
+	href, err := app.AppendHistogram(0, hseries, 1000, h, nil)
+	require.NoError(t, err)
+	_, err = app.AppendExemplar(href, labels.EmptyLabels(), exemplar.Exemplar{Labels: traceID(2), Value: 0.2, Ts: 1000, HasTs: true})
+	require.NoError(t, err)
+	require.NoError(t, app.Commit())
+
+	// The next request: Cortex looks the series up with GetRef and appends
+	// its exemplars by that ref even when every sample was refused.
+	app = a.Appender(context.Background())
+	cref, copied := app.(storage.GetRef).GetRef(series, series.Hash())
+	require.Equal(t, ref, cref)
+	_, err = app.Append(cref, copied, 500, 1)
+	require.ErrorIs(t, err, storage.ErrOutOfOrderSample)
+	_, err = app.AppendExemplar(cref, labels.EmptyLabels(), exemplar.Exemplar{Labels: traceID(3), Value: 0.5, Ts: 2000, HasTs: true})
+	require.NoError(t, err)
+	require.NoError(t, app.Commit())
+
+	got := selectAll(t, s)
+	require.Len(t, got, 2)
+	require.Equal(t, hseries, got[0].SeriesLabels)
+	require.Equal(t, traceID(2), got[0].Exemplars[0].Labels)
+	require.Equal(t, series, got[1].SeriesLabels)
+	require.Len(t, got[1].Exemplars, 2)
+	require.Equal(t, traceID(3), got[1].Exemplars[1].Labels)
+
+	// A ref this appender has not seen is an error, as in the head.
+	e := exemplar.Exemplar{Labels: traceID(4), Value: 1, Ts: 3000, HasTs: true}
+	app = a.Appender(context.Background())
+	_, err = app.AppendExemplar(ref+1000, labels.EmptyLabels(), e)
+	require.ErrorIs(t, err, ErrUnknownSeriesRef)
+	require.NoError(t, app.Commit())
+	head := openTSDB(t, true).Appender(context.Background())
+	_, headErr := head.AppendExemplar(ref+1000, labels.EmptyLabels(), e)
+	require.Error(t, headErr)
+	require.Equal(t, headErr.Error(), strings.TrimPrefix(err.Error(), "exemplar: "), "the head's message")
+	require.NoError(t, head.Rollback())
+	require.Equal(t, int64(3), s.Stats().Exemplars)
+
+	// With exemplar storage off the head drops them before looking at the ref.
+	s.Resize(0)
+	app = a.Appender(context.Background())
+	_, err = app.AppendExemplar(ref+1000, labels.EmptyLabels(), e)
+	require.NoError(t, err)
+	require.NoError(t, app.Rollback())
 }
 
 func TestAppendableCopiesLabelsTheCallerReusesBeforeCommit(t *testing.T) {

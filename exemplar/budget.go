@@ -64,13 +64,23 @@ type BudgetStats struct {
 
 // Stats returns a snapshot.
 func (b *Budget) Stats() BudgetStats {
-	return BudgetStats{MaxBytes: b.max, FloorBytes: b.floor, UsedBytes: b.used.Load(), Stores: len(*b.members.Load())}
+	st := BudgetStats{MaxBytes: b.max, FloorBytes: b.floor, UsedBytes: b.used.Load()}
+	if m := b.members.Load(); m != nil {
+		st.Stores = len(*m)
+	}
+	return st
 }
 
 func (b *Budget) join(s *Store) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	old := *b.members.Load()
+	members := b.members.Load()
+	if members == nil {
+		// A zero Budget has no limit to share: joining it would either panic
+		// or let the store grow unbounded.
+		return fmt.Errorf("%w: Budget was not made by NewBudget", ErrInvalidOptions)
+	}
+	old := *members
 	if b.floor > 0 && int64(len(old)+1) > b.max/b.floor {
 		return fmt.Errorf("%w: a budget of %d bytes cannot give %d stores a floor of %d bytes each", ErrInvalidOptions, b.max, len(old)+1, b.floor)
 	}

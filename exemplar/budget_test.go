@@ -50,6 +50,14 @@ func TestBudgetOptionsThatCannotWorkAreRefused(t *testing.T) {
 	require.Equal(t, 4, b.Stats().Stores)
 }
 
+func TestBudgetNotMadeByNewBudgetIsRefused(t *testing.T) {
+	var zero Budget
+	s, err := New(Options{MaxExemplars: 10, Budget: &zero})
+	require.ErrorIs(t, err, ErrInvalidOptions)
+	require.Nil(t, s)
+	require.Equal(t, BudgetStats{}, zero.Stats(), "a zero Budget answers Stats without panicking")
+}
+
 func TestNoisyTenantCannotEvictOtherTenantsBelowTheirFloor(t *testing.T) {
 	const (
 		tenants = 10
@@ -115,6 +123,49 @@ func TestNoisyTenantCannotEvictOtherTenantsBelowTheirFloor(t *testing.T) {
 	require.NoError(t, quiet[1].Close())
 	require.Equal(t, used-closed, b.Stats().UsedBytes)
 	require.Equal(t, tenants-1, b.Stats().Stores)
+}
+
+func TestTenantBehindAnotherTenantsClockIsNotRefusedBelowItsFloor(t *testing.T) {
+	// Tenants' timestamps are not comparable: one whose exemplars arrive five
+	// minutes late (a remote-write backlog) was refused as a stale re-add
+	// because they were older than the other tenant's oldest exemplar, and
+	// starved far below its floor. Stale re-adds are judged against the
+	// tenant's own exemplars, and only once it holds more than its floor.
+	const floor = 128 << 10
+	b, err := NewBudget(BudgetOptions{MaxBytes: 1 << 20, FloorBytes: floor})
+	require.NoError(t, err)
+	noisy := mustNew(t, Options{MaxExemplars: 1 << 20, Budget: b})
+	lagging := mustNew(t, Options{MaxExemplars: 1 << 20, Budget: b})
+	now := int64(1_700_000_000_000)
+	for i := 0; noisy.Stats().Evicted.Budget < 1000; i++ {
+		require.NoError(t, noisy.AddExemplar(tenantSeries(0, i%500), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: now + int64(i), HasTs: true}))
+	}
+	require.Greater(t, noisy.Stats().OldestTimestamp, now, "the noisy tenant evicts its own oldest")
+
+	behind := now - 5*60*1000
+	i := 0
+	for ; lagging.Stats().Bytes <= floor; i++ {
+		require.NoError(t, lagging.AddExemplar(tenantSeries(1, i%50), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: behind + int64(i), HasTs: true}),
+			"add %d, the lagging tenant holding %d bytes", i, lagging.Stats().Bytes)
+	}
+	st := lagging.Stats()
+	require.Zero(t, st.Refused.StaleFull)
+	require.Equal(t, int64(i), st.Exemplars, "nothing of its own was evicted up to its floor")
+	require.Greater(t, noisy.Stats().Evicted.Budget, uint64(1000), "the noisy tenant paid for it")
+	require.LessOrEqual(t, b.Stats().UsedBytes, b.Stats().MaxBytes)
+	require.Equal(t, sumBytes([]*Store{noisy, lagging}), b.Stats().UsedBytes)
+
+	// Above its floor the tenant's own oldest goes next: an exemplar older than
+	// everything it holds is a stale re-add, refused as in a full store. (Its
+	// series labels are large so that storing it needs an eviction whatever
+	// the budget has left free.)
+	resent := labels.FromStrings("__name__", "resent", "tenant", "1", "blob", strings.Repeat("x", 64<<10))
+	stale := exemplar.Exemplar{Labels: traceID(-1), Value: 1, Ts: behind - 1, HasTs: true}
+	require.ErrorIs(t, lagging.ValidateExemplar(resent, stale), storage.ErrOutOfOrderExemplar)
+	require.ErrorIs(t, lagging.AddExemplar(resent, stale), storage.ErrOutOfOrderExemplar)
+	require.Equal(t, uint64(1), lagging.Stats().Refused.StaleFull)
+	requireInvariants(t, noisy)
+	requireInvariants(t, lagging)
 }
 
 func TestTenantsSharingABudgetEvictFromEachOtherConcurrently(t *testing.T) {

@@ -52,7 +52,9 @@
 //     can change.
 //   - MaxPerSeries: a series at its cap drops its own oldest exemplar; no
 //     other series loses one for it. Gaps it leaves in the ring are compacted
-//     before the byte limit would evict anyone.
+//     before the byte limit would evict anyone. Only a new exemplar that needs
+//     more room than the one it replaces (longer labels) can take more, and
+//     it goes through the same checks as any other add first.
 //   - MaxAge: exemplars older than the newest accepted timestamp minus MaxAge
 //     are removed as soon as an add moves the newest timestamp, wherever they
 //     sit, and are never returned.
@@ -73,7 +75,10 @@
 // storage.ErrOutOfOrderExemplar (so callers need no new handling), counted in
 // Stats().Refused and prometheus_tsdb_exemplar_refused_exemplars_total:
 //   - stale_full: storing it needs an eviction and it is older than the
-//     exemplar that would be evicted first;
+//     exemplar that would be evicted first. Under a Budget a store is judged
+//     only against its own exemplars (tenants' clocks need not agree), and
+//     only when it is the one that is full: it would give up its own oldest,
+//     or it holds more than the floor. Below its floor it takes the room;
 //   - stale_age: with MaxAge, it is already older than the cutoff.
 //
 // These are the only differences for input Prometheus' head would pass on.

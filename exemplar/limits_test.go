@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,10 +52,24 @@ func TestOptionsThatCannotWorkAreRefused(t *testing.T) {
 
 func TestNewAllocatesNothingForItsCapacity(t *testing.T) {
 	// Prometheus preallocates 64 bytes per slot: 64 MB for an empty 1M store.
-	s := mustNew(t, Options{MaxExemplars: MaxExemplarsLimit})
+	// Measured on the heap, not taken from the store's own accounting.
+	const capacity = 1 << 20
+	base := liveHeap()
+	s := mustNew(t, Options{MaxExemplars: capacity})
+	empty := liveHeap() - base
+	t.Logf("an empty store of capacity %d holds %d heap bytes (accounts %d)", capacity, empty, s.Stats().Bytes)
+	require.Less(t, empty, int64(16<<10), "an empty store holds almost nothing")
 	require.Equal(t, storeBytes, s.Stats().Bytes)
+
 	require.NoError(t, s.AddExemplar(labels.FromStrings("__name__", "a"), exemplar.Exemplar{Labels: traceID(1), Ts: 1}))
-	require.Less(t, s.Stats().Bytes, int64(64<<10), "one exemplar costs a page, not the capacity")
+	one := liveHeap() - base
+	t.Logf("with one exemplar: %d heap bytes (accounts %d)", one, s.Stats().Bytes)
+	require.Less(t, one, int64(64<<10), "one exemplar costs a page, not the capacity")
+	require.Less(t, s.Stats().Bytes, int64(64<<10))
+	runtime.KeepAlive(s)
+
+	big := mustNew(t, Options{MaxExemplars: MaxExemplarsLimit})
+	require.Equal(t, storeBytes, big.Stats().Bytes)
 }
 
 func TestStaleReAddIntoAFullStoreIsRefusedAndCounted(t *testing.T) {
@@ -360,4 +375,129 @@ func TestResizeToZeroKeepsNoPage(t *testing.T) {
 	require.Equal(t, 0, s.Resize(0))
 	require.Equal(t, s.fixedBytes(), s.Stats().Bytes, "a disabled store holds nothing for exemplars")
 	requireInvariants(t, s)
+}
+
+func TestHotSeriesReplacingItsOnlyExemplarAtMaxBytesNeverEvictsAQuietOne(t *testing.T) {
+	// With MaxPerSeries=1 the hot series' own exemplar goes and its series
+	// with it, then the series is added back. The byte limit must judge the
+	// re-add by what the store holds after that removal: judged by the count
+	// from before it, the series labels were paid for twice and a quiet
+	// series' exemplar was evicted to make room that was already there.
+	s := mustNew(t, Options{MaxExemplars: 1 << 20})
+	quiet := func(i int) labels.Labels {
+		return labels.FromStrings("__name__", "quiet", "instance", fmt.Sprintf("host-%d.example.com:9100", i))
+	}
+	for i := 0; s.Stats().Bytes < MinBytes; i++ {
+		require.NoError(t, s.AddExemplar(quiet(i), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(i), HasTs: true}))
+	}
+	hot := labels.FromStrings("__name__", "hot", "instance", "host-hot.example.com:9100")
+	require.NoError(t, s.AddExemplar(hot, exemplar.Exemplar{Labels: traceID(0), Value: 0, Ts: 1 << 20, HasTs: true}))
+	// Not a byte to spare.
+	require.NoError(t, s.SetLimits(Options{MaxExemplars: 1 << 20, MaxBytes: s.Stats().Bytes, MaxPerSeries: 1}))
+	before := s.Stats()
+	quietBefore := selectAll(t, s)
+
+	for i := 1; i <= 5000; i++ {
+		require.NoError(t, s.AddExemplar(hot, exemplar.Exemplar{Labels: traceID(i), Value: float64(i), Ts: 1<<20 + int64(i), HasTs: true}))
+		if st := s.Stats(); st.Evicted.Bytes != before.Evicted.Bytes || st.Series != before.Series {
+			t.Fatalf("hot add %d: byte evictions %d -> %d, series %d -> %d: a quiet series paid for the hot one",
+				i, before.Evicted.Bytes, st.Evicted.Bytes, before.Series, st.Series)
+		}
+		if i%500 == 0 {
+			requireInvariants(t, s)
+		}
+	}
+	st := s.Stats()
+	require.Equal(t, uint64(5000), st.Evicted.PerSeries-before.Evicted.PerSeries)
+	require.LessOrEqual(t, st.Bytes, before.MaxBytes)
+	after := selectAll(t, s)
+	require.Len(t, after, len(quietBefore))
+	for i := range after {
+		if after[i].SeriesLabels.Get("__name__") == "quiet" {
+			require.Equal(t, quietBefore[i], after[i], "quiet series are untouched")
+		}
+	}
+}
+
+func TestCountEvictionFreesWhatTheByteLimitThenSees(t *testing.T) {
+	// At MaxExemplars every add of a new series evicts the oldest exemplar,
+	// and its series, by count; that frees what the new series costs. The byte
+	// limit judged by the count from before that eviction evicted a second
+	// exemplar for nothing.
+	const n = 1000
+	s := mustNew(t, Options{MaxExemplars: n})
+	series := func(i int) labels.Labels {
+		return labels.FromStrings("__name__", "requests", "instance", fmt.Sprintf("host-%06d.example.com:9100", i))
+	}
+	i := 0
+	for ; i < 4*n; i++ { // past the first cycles of the ring's pages: bytes are steady
+		require.NoError(t, s.AddExemplar(series(i), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(i), HasTs: true}))
+	}
+	require.GreaterOrEqual(t, s.Stats().Bytes, int64(MinBytes))
+	require.NoError(t, s.SetLimits(Options{MaxExemplars: n, MaxBytes: s.Stats().Bytes}))
+	before := s.Stats()
+	for end := i + 2*n; i < end; i++ {
+		require.NoError(t, s.AddExemplar(series(i), exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(i), HasTs: true}))
+	}
+	st := s.Stats()
+	require.Equal(t, before.Evicted.Bytes, st.Evicted.Bytes, "the count limit alone made room")
+	require.Equal(t, int64(n), st.Exemplars)
+	require.LessOrEqual(t, st.Bytes, before.MaxBytes)
+	requireInvariants(t, s)
+}
+
+func TestSeriesAtMaxPerSeriesGetsTheByteChecksBeforeItDropsItsOwnOldest(t *testing.T) {
+	// A series at MaxPerSeries skipped the checks that refuse an exemplar
+	// before anything is evicted for it: its own oldest went, then the add
+	// was refused (too large), or another series' exemplar went for a stale
+	// one.
+	t.Run("too large", func(t *testing.T) {
+		s := mustNew(t, Options{MaxExemplars: 100, MaxPerSeries: 1})
+		l := labels.FromStrings("__name__", "m", "pod", strings.Repeat("p", 24<<10))
+		require.NoError(t, s.AddExemplar(l, exemplar.Exemplar{Labels: traceID(1), Value: 1, Ts: 1, HasTs: true}))
+		// Not a byte to spare: a new label name needs a symbol the store
+		// cannot hold even with only this exemplar in it.
+		require.NoError(t, s.SetLimits(Options{MaxExemplars: 100, MaxPerSeries: 1, MaxBytes: s.Stats().Bytes}))
+		before, held := s.Stats(), selectAll(t, s)
+		e := exemplar.Exemplar{Labels: labels.FromStrings("span_id", "00f067aa0ba902b7"), Value: 2, Ts: 2, HasTs: true}
+		require.ErrorIs(t, s.ValidateExemplar(l, e), ErrExemplarTooLarge)
+		require.ErrorIs(t, s.AddExemplar(l, e), ErrExemplarTooLarge)
+		require.Equal(t, before, s.Stats(), "nothing was evicted for it")
+		require.Equal(t, held, selectAll(t, s))
+		requireInvariants(t, s)
+	})
+	t.Run("stale", func(t *testing.T) {
+		s := mustNew(t, Options{MaxExemplars: 1 << 20, MaxPerSeries: 1})
+		first := labels.FromStrings("__name__", "first")
+		hot := labels.FromStrings("__name__", "hot")
+		// Ingestion order is not timestamp order: first, at ts 1000, is the
+		// next to go; hot's exemplar at ts 10 was added after it.
+		require.NoError(t, s.AddExemplar(first, exemplar.Exemplar{Labels: traceID(0), Value: 1, Ts: 1000, HasTs: true}))
+		require.NoError(t, s.AddExemplar(hot, exemplar.Exemplar{Labels: traceID(1), Value: 1, Ts: 10, HasTs: true}))
+		// Fill to the end of a page, then allow not a byte more.
+		for i := 2; s.Stats().Bytes < MinBytes || (s.ring.tail-s.ring.base)%pageSlots != 0; i++ {
+			l := labels.FromStrings("__name__", "filler", "instance", fmt.Sprintf("host-%d.example.com:9100", i))
+			require.NoError(t, s.AddExemplar(l, exemplar.Exemplar{Labels: traceID(i), Value: 1, Ts: int64(2000 + i), HasTs: true}))
+		}
+		require.NoError(t, s.SetLimits(Options{MaxExemplars: 1 << 20, MaxPerSeries: 1, MaxBytes: s.Stats().Bytes}))
+		before, held := s.Stats(), selectAll(t, s)
+
+		// Two slots where hot frees one: storing it would evict first's
+		// exemplar, which is newer.
+		twoSlots := exemplar.Exemplar{Labels: labels.FromStrings("trace_id", strings.Repeat("Z", 60)), Value: 2, Ts: 20, HasTs: true}
+		require.ErrorIs(t, s.ValidateExemplar(hot, twoSlots), storage.ErrOutOfOrderExemplar)
+		require.ErrorIs(t, s.AddExemplar(hot, twoSlots), storage.ErrOutOfOrderExemplar)
+		st := s.Stats()
+		require.Equal(t, before.Refused.StaleFull+1, st.Refused.StaleFull)
+		require.Equal(t, before.Evicted, st.Evicted, "nothing was evicted for it")
+		require.Equal(t, held, selectAll(t, s))
+
+		// One slot for the one hot frees: stored, and no other series pays.
+		require.NoError(t, s.AddExemplar(hot, exemplar.Exemplar{Labels: traceID(-1), Value: 3, Ts: 20, HasTs: true}))
+		st = s.Stats()
+		require.Equal(t, before.Evicted.PerSeries+1, st.Evicted.PerSeries)
+		require.Equal(t, before.Evicted.Bytes, st.Evicted.Bytes)
+		require.Equal(t, before.Series, st.Series)
+		requireInvariants(t, s)
+	})
 }

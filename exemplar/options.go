@@ -38,7 +38,8 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Budget, when set, makes the store draw its bytes from a byte budget shared
 	// with other stores (one per tenant, typically). MaxBytes still caps the
-	// store on its own. Used by New only.
+	// store on its own. It must come from NewBudget: New refuses a zero
+	// Budget with ErrInvalidOptions. Used by New only.
 	Budget *Budget
 }
 
@@ -59,6 +60,11 @@ var (
 	// label set is empty or has a repeated label name. Prometheus' head never
 	// holds such a series, so no exemplar Prometheus would keep is refused.
 	ErrInvalidSeriesLabels = errors.New("exemplar: invalid series labels")
+	// ErrUnknownSeriesRef is returned (wrapped, with the ref, in the head's
+	// words) by an Appendable's AppendExemplar given a ref and no series
+	// labels, when the ref is not one its wrapped appender returned in this
+	// transaction: it cannot tell which series the exemplar belongs to.
+	ErrUnknownSeriesRef = errors.New("exemplar: unknown HeadSeriesRef when trying to add exemplar")
 	// ErrExemplarTooLarge is returned (wrapped) when one exemplar with its series
 	// labels is larger than MaxBytes (or its budget) even with the store empty.
 	ErrExemplarTooLarge = errors.New("exemplar: exemplar and its series labels exceed the byte limit")

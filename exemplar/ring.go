@@ -133,13 +133,15 @@ func (r *ring) compactionHelps(k int) bool {
 }
 
 // bestGrowCost is growCost, or what writing k slots would cost after a
-// compaction if that is less (negative when compaction frees pages).
-func (r *ring) bestGrowCost(k int) int64 {
+// compaction if that is less (negative when compaction frees pages), with
+// freed more slots about to become holes.
+func (r *ring) bestGrowCost(k, freed int) int64 {
 	c := r.growCost(k)
-	if r.holes == 0 {
+	holes := r.holes + int64(freed)
+	if holes == 0 {
 		return c
 	}
-	last := int((r.tail - uint32(r.holes) + uint32(k) - 1 - r.base) >> pageShift)
+	last := int((r.tail - uint32(holes) + uint32(k) - 1 - r.base) >> pageShift)
 	return min(c, int64(last+1-r.npages())*pageBytes)
 }
 

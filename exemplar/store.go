@@ -266,6 +266,10 @@ func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim 
 	for s.ring.live >= s.lim.maxExemplars {
 		s.removeExemplar(s.ring.head, reasonCount)
 	}
+	// The byte limits below must see what those removals freed (a series'
+	// labels, a page): judged by the count from before, they evict another
+	// series' exemplar for room that is already there.
+	s.syncBytes()
 	slots := 1 + contSlotsFor(len(enc))
 	var reserved int64
 	if s.lim.maxBytes > 0 || s.budget != nil {
@@ -506,20 +510,25 @@ func (s *Store) judge(w *work, ser *series, l labels.Labels, e *exemplar.Exempla
 	if s.lim.maxAgeMs > 0 && s.haveNewest && e.Ts < s.ageCutoff() {
 		return false, s.refuse(refusedStaleAge, appended)
 	}
+	// A series at MaxPerSeries makes room by dropping its own oldest, which
+	// keeps the store within MaxExemplars; the byte limits may still need more
+	// than those slots, so the checks below apply to it too: nothing is
+	// dropped for an exemplar that is then refused.
+	freed := 0
 	if found && s.lim.maxPerSeries > 0 && int64(ser.count) >= s.lim.maxPerSeries {
 		if e.Ts < r.at(ser.oldest).ts {
 			return false, s.refuse(refusedStaleSeries, appended)
 		}
-		return false, nil
+		freed = s.slotsOfOldest(ser, int64(ser.count)-s.lim.maxPerSeries+1)
 	}
 	switch {
 	case r.live == 0:
-	case r.live >= s.lim.maxExemplars:
+	case freed == 0 && r.live >= s.lim.maxExemplars:
 		if e.Ts < r.at(r.head).ts {
 			return false, s.refuse(refusedStaleFull, appended)
 		}
 	case s.lim.maxBytes > 0 || s.budget != nil:
-		if victimTs, full := s.nextVictimTs(found, l, e, len(enc), newNames); full && e.Ts < victimTs {
+		if victimTs, full := s.nextVictimTs(found, l, e, len(enc), newNames, freed); full && e.Ts < victimTs {
 			return false, s.refuse(refusedStaleFull, appended)
 		}
 	}
@@ -548,17 +557,34 @@ func (s *Store) refuse(reason int, appended bool) error {
 	return storage.ErrOutOfOrderExemplar
 }
 
-// nextVictimTs reports whether storing e needs an eviction and, if so, the
-// timestamp of the exemplar that would go first.
-func (s *Store) nextVictimTs(found bool, l labels.Labels, e *exemplar.Exemplar, encLen, newNames int) (int64, bool) {
+// slotsOfOldest is how many ring slots the n oldest exemplars of ser take.
+func (s *Store) slotsOfOldest(ser *series, n int64) int {
 	r := &s.ring
-	if r.live >= s.lim.maxExemplars {
+	k := 0
+	for p := ser.oldest; n > 0; n-- {
+		sl := r.at(p)
+		k += int(sl.width())
+		if sl.next == p {
+			break
+		}
+		p = sl.next
+	}
+	return k
+}
+
+// nextVictimTs reports whether storing e needs an eviction and, if so, the
+// timestamp of the exemplar that would go first. freed is the slots e's
+// series gives up for it first (MaxPerSeries); a series that gives up its
+// last exemplar is counted as kept, since it is added straight back.
+func (s *Store) nextVictimTs(found bool, l labels.Labels, e *exemplar.Exemplar, encLen, newNames, freed int) (int64, bool) {
+	r := &s.ring
+	if freed == 0 && r.live >= s.lim.maxExemplars {
 		return r.at(r.head).ts, true
 	}
 	if s.lim.maxBytes <= 0 && s.budget == nil {
 		return 0, false
 	}
-	need := r.bestGrowCost(1 + contSlotsFor(encLen))
+	need := r.bestGrowCost(1+contSlotsFor(encLen), freed)
 	if !found {
 		need += s.series.addCost(seriesLabelCost(l)) + s.heapGrowCost()
 	}
@@ -571,15 +597,16 @@ func (s *Store) nextVictimTs(found bool, l labels.Labels, e *exemplar.Exemplar, 
 		}
 	}
 	if b := s.budget; b != nil && b.used.Load()+need > b.max {
+		// Another tenant's timestamps say nothing about whether e is stale for
+		// this one (its exemplars may lag by minutes): judge e against this
+		// store's own oldest, and only when this store is what is full — it
+		// gives up its own oldest, or holds more than its floor. Below its
+		// floor the store is entitled to the room and takes it.
 		switch v := b.victim(s); {
 		case v == nil:
 			return 0, false // nothing to evict: judge's room check refuses it
-		case v == s:
+		case v == s, s.bytes > b.floor && v.pubLive.Load() > 0:
 			return r.at(r.head).ts, true // judge calls this only with r.live > 0
-		case v.pubLive.Load() == 0:
-			return 0, false // only pages of an emptied store go: no exemplar
-		default:
-			return v.pubOldest.Load(), true
 		}
 	}
 	return 0, false
