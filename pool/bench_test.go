@@ -2,6 +2,7 @@ package pool
 
 import (
 	"fmt"
+	"math/bits"
 	"sync"
 	"testing"
 
@@ -32,6 +33,9 @@ type getPutter interface {
 	getPut(n int)
 }
 
+// floorPool is the floor: a bare sync.Pool per power-of-two bucket, no
+// counting, and the cheapest bucket lookup there is (a bit length), so that
+// no leaksafe ratio is flattered by a slow anchor.
 type floorPool struct {
 	sizes   []int
 	buckets []sync.Pool
@@ -42,11 +46,11 @@ func newFloorPool() *floorPool {
 	return &floorPool{sizes: sizes, buckets: make([]sync.Pool, len(sizes))}
 }
 
+// minShift is log2(benchMin): bucket i holds capacity benchMin<<i.
+var minShift = bits.Len(benchMin) - 1
+
 func (f *floorPool) getPut(n int) {
-	i := 0
-	for i < len(f.sizes) && f.sizes[i] < n {
-		i++
-	}
+	i := max(bits.Len(uint(n-1))-minShift, 0) // smallest bucket >= n
 	var b *[]byte
 	if v := f.buckets[i].Get(); v != nil {
 		b = v.(*[]byte)
@@ -56,10 +60,7 @@ func (f *floorPool) getPut(n int) {
 	}
 	*b = append(*b, 1)
 	*b = (*b)[:0]
-	j := len(f.sizes) - 1
-	for j > 0 && f.sizes[j] > cap(*b) {
-		j--
-	}
+	j := bits.Len(uint(cap(*b))) - 1 - minShift // largest bucket <= cap
 	f.buckets[j].Put(b)
 }
 
