@@ -119,6 +119,16 @@ func (e *encoder) room() int { return e.limit - e.closers - e.tail }
 // key writes `"k":`, or nothing and false when k cannot fit: a huge key costs no more than
 // the cap to refuse.
 func (e *encoder) key(k string) bool {
+	if free := e.room() - len(e.buf) - 4; free >= 0 && len(k) <= free/6 {
+		// The common case, kept short: `,"k":` fits whatever k's escaping.
+		if e.comma {
+			e.buf = append(e.buf, ',')
+		}
+		e.buf = appendJSONString(e.buf, k)
+		e.buf = append(e.buf, ':')
+		e.comma = true
+		return true
+	}
 	n := len(e.buf)
 	if e.comma {
 		e.buf = append(e.buf, ',')
@@ -345,6 +355,10 @@ func (e *encoder) leaf(key string, v slog.Value, k slog.Kind) bool {
 // cutString writes s as a string value, cut at a rune boundary (and the record marked
 // truncated) if it does not fit whole; nothing, back to m, if not even "" fits.
 func (e *encoder) cutString(s string, m mark) bool {
+	if free := e.room() - len(e.buf) - 2; free >= 0 && len(s) <= free/6 {
+		e.buf = appendJSONString(e.buf, s) // the common case: it fits whatever its escaping
+		return true
+	}
 	upTo := e.room() - 1 // the closing quote
 	e.buf = append(e.buf, '"')
 	if len(e.buf) > upTo {
