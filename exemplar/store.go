@@ -266,13 +266,13 @@ func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim 
 	for s.ring.live >= s.lim.maxExemplars {
 		s.removeExemplar(s.ring.head, reasonCount)
 	}
-	// The byte limits below must see what those removals freed (a series'
-	// labels, a page): judged by the count from before, they evict another
-	// series' exemplar for room that is already there.
-	s.syncBytes()
 	slots := 1 + contSlotsFor(len(enc))
 	var reserved int64
 	if s.lim.maxBytes > 0 || s.budget != nil {
+		// The byte limits must see what those removals freed (a series'
+		// labels, a page): judged by the count from before, they evict another
+		// series' exemplar for room that is already there.
+		s.syncBytes()
 		a := addition{l: l, hash: hash, id: id, found: found, slots: slots, labelCost: -1, gen: serGen}
 		if s.lim.maxBytes > 0 {
 			if err := s.makeRoom(&a); err != nil {

@@ -48,9 +48,10 @@ type Options struct {
 	// with the marker "!TRUNCATED":true. At least 1 KiB, at most 1 GiB.
 	MaxLineBytes int
 	// MaxWithBytes caps the pre-encoded attributes and groups a derived handler carries;
-	// 0 = DefaultMaxWithBytes, at most 1 GiB, and never more than half of the line cap. Attributes past
-	// it are dropped and every record of that handler carries the marker; past a dropped
-	// WithGroup, the records' own attributes are dropped as well (they belong in it).
+	// 0 = DefaultMaxWithBytes, at most 1 GiB, and never more than half of the line cap.
+	// Attributes past it are dropped and every record of that handler carries the marker;
+	// past a dropped WithGroup, the records' own attributes are dropped as well (they
+	// belong in it).
 	MaxWithBytes int
 
 	// Registerer, if set, receives the slogx_* metrics. Handlers opened with the same

@@ -45,9 +45,8 @@ type IdleCompactor struct {
 
 // NewIdleCompactor returns a compactor for db. It rejects a nil db, negative
 // durations and a DrainTimeout not shorter than CheckInterval; zero durations
-// take their defaults. Construction counts
-// as activity, so a DB just opened (and its replayed WAL) is left alone for
-// one IdleTimeout.
+// take their defaults. Construction counts as activity, so a DB just opened
+// (and its replayed WAL) is left alone for one IdleTimeout.
 func NewIdleCompactor(db *tsdb.DB, o IdleOptions) (*IdleCompactor, error) {
 	if db == nil {
 		return nil, ErrNilDB
