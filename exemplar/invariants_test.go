@@ -19,7 +19,7 @@ func (s *Store) checkInvariants() error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	r := &s.ring
-	if r.live > 0 && r.at(r.head).series == deadSeries {
+	if r.live > 0 && r.at(r.head).seriesID() == deadSeries {
 		return fmt.Errorf("head %d is dead", r.head)
 	}
 	if r.span() >= 1<<31 {
@@ -32,14 +32,14 @@ func (s *Store) checkInvariants() error {
 			return fmt.Errorf("walk left the ring at %d", p)
 		}
 		sl := r.at(p)
-		if sl.series == deadSeries {
+		if sl.seriesID() == deadSeries {
 			holes += int64(sl.width())
 		} else {
 			live++
-			if int(sl.series) >= s.series.n {
-				return fmt.Errorf("slot %d: series %d >= %d", p, sl.series, s.series.n)
+			if int(sl.seriesID()) >= s.series.n {
+				return fmt.Errorf("slot %d: series %d >= %d", p, sl.seriesID(), s.series.n)
 			}
-			perSeries[sl.series]++
+			perSeries[sl.seriesID()]++
 		}
 		p += sl.width()
 	}
@@ -89,8 +89,8 @@ func (s *Store) checkInvariants() error {
 		}
 		for p := ser.oldest; ; {
 			sl := r.at(p)
-			if sl.series != uint32(id) {
-				return fmt.Errorf("series %d list reaches slot of series %d", id, sl.series)
+			if sl.seriesID() != uint32(id) {
+				return fmt.Errorf("series %d list reaches slot of series %d", id, sl.seriesID())
 			}
 			if p != ser.oldest && (sl.prev != prev || r.at(prev).ts > sl.ts) {
 				return fmt.Errorf("series %d list broken or unsorted at %d", id, p)

@@ -23,11 +23,11 @@ import (
 // Label names repeat across nearly every exemplar ("trace_id", "span_id"), so a
 // per-store symbol table of at most 255 short names turns them into one byte.
 // Trace and span ids are lowercase hex (W3C trace context): when a set does not
-// fit a slot's 34 inline bytes as is, hex values are kept as the bytes they
+// fit a slot's 28 inline bytes as is, hex values are kept as the bytes they
 // spell (a 32-character trace id takes 16), so trace_id plus span_id still
-// fits one slot. Packing only when needed keeps the common single trace id
-// cheap to encode and decode. The encoding is canonical for a given symbol
-// table, so two label sets are equal exactly when their encodings are.
+// fits one slot. Short values are not packed, which keeps them cheap to
+// encode and decode. The encoding is canonical for a given symbol table, so
+// two label sets are equal exactly when their encodings are.
 
 const (
 	maxSymbols   = 255
@@ -205,11 +205,17 @@ func appendUvarint(dst []byte, x uint64) []byte {
 // encodeLabels is the store's encoding of an exemplar's labels, or
 // storage.ErrExemplarLabelLength.
 func encodeLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int, error) {
-	enc, newNames, runes := encodeExemplarLabels(dst, ls, syms, false)
+	// Every label takes at least a name byte and a length byte besides its
+	// value: when that alone passes the inline bytes, the plain encoding
+	// cannot fit, and a trace id is encoded once, not twice.
+	least := 0
+	ls.Range(func(l labels.Label) { least += 2 + len(l.Value) })
+	pack := least > inlineLabelBytes
+	enc, newNames, runes := encodeExemplarLabels(dst, ls, syms, pack)
 	if runes > exemplar.ExemplarMaxLabelSetLength {
 		return enc, 0, storage.ErrExemplarLabelLength
 	}
-	if len(enc) > inlineLabelBytes {
+	if !pack && len(enc) > inlineLabelBytes {
 		enc, _, _ = encodeExemplarLabels(enc[:0], ls, syms, true)
 	}
 	if len(enc) > maxEncodedLabels {

@@ -501,3 +501,44 @@ func TestSeriesAtMaxPerSeriesGetsTheByteChecksBeforeItDropsItsOwnOldest(t *testi
 		requireInvariants(t, s)
 	})
 }
+
+func TestATraceAndASpanIDTakeOneSlot(t *testing.T) {
+	// The slot is sized for this: 28 inline bytes hold trace_id and span_id
+	// hex-packed (1+1+16 and 1+1+8 bytes).
+	s := mustNew(t, Options{MaxExemplars: 10})
+	for i, ls := range []labels.Labels{
+		labels.FromStrings("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+		labels.FromStrings("span_id", "00f067aa0ba902b7", "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+	} {
+		require.NoError(t, s.AddExemplar(labels.FromStrings("__name__", "a"), exemplar.Exemplar{Labels: ls, Value: 1, Ts: int64(i), HasTs: true}))
+		require.Equal(t, uint32(1), s.ring.at(s.ring.tail-1).width(), "%s", ls)
+	}
+	got := selectAll(t, s)
+	require.Len(t, got, 1)
+	require.Len(t, got[0].Exemplars, 2)
+	require.Equal(t, "00f067aa0ba902b7", got[0].Exemplars[1].Labels.Get("span_id"))
+	requireInvariants(t, s)
+}
+
+func TestLabelsOfEveryLengthAroundTheSlotBoundariesRoundTrip(t *testing.T) {
+	// Inline, just past inline, and across one and two continuation slots:
+	// each layout stores its length differently (see slot.meta).
+	s := mustNew(t, Options{MaxExemplars: 1000})
+	series := labels.FromStrings("__name__", "a")
+	var want []labels.Labels
+	for n := 0; n <= inlineContBytes+2*slotBytes+2; n++ {
+		// Two-byte runes, so the longest stays within 128 runes; not hex:
+		// never packed.
+		ls := labels.FromStrings("note", strings.Repeat("z", n%2)+strings.Repeat("é", n/2))
+		want = append(want, ls)
+		require.NoError(t, s.AddExemplar(series, exemplar.Exemplar{Labels: ls, Value: float64(n), Ts: int64(n), HasTs: n%2 == 0}))
+	}
+	got := selectAll(t, s)
+	require.Len(t, got, 1)
+	require.Len(t, got[0].Exemplars, len(want))
+	for i, e := range got[0].Exemplars {
+		require.Equal(t, want[i], e.Labels, "label value of %d bytes", i)
+		require.Equal(t, i%2 == 0, e.HasTs, "label value of %d bytes", i)
+	}
+	requireInvariants(t, s)
+}

@@ -47,9 +47,11 @@ const (
 	// MinBytes is the smallest non-zero MaxBytes: one slot page, one series
 	// page, a small index and the store itself, with room to spare.
 	MinBytes = 64 << 10
-	// MaxExemplarsLimit is the largest MaxExemplars a store accepts. Positions
-	// in the ring are 32-bit.
-	MaxExemplarsLimit = 1 << 28
+	// MaxExemplarsLimit is the largest MaxExemplars a store accepts: a
+	// slot names its series in 24 bits, and a store never holds more series
+	// than exemplars. (Prometheus preallocates 64 bytes per exemplar: such a
+	// store would take 1 GiB before its first exemplar.)
+	MaxExemplarsLimit = 1<<24 - 1
 )
 
 var (

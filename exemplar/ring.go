@@ -9,9 +9,11 @@ import (
 // passes them: no capacity is allocated up front, and memory held is the pages
 // in use.
 //
-// A slot is 64 bytes and pointer-free, so the GC never scans the ring. Each
-// exemplar takes one slot; labels longer than its 34 inline bytes spill into
-// continuation slots that follow it (raw bytes, 64 per slot).
+// A slot is 56 bytes and pointer-free, so the GC never scans the ring, and a
+// page of 256 slots is exactly a malloc size class (14336 bytes). Each
+// exemplar takes one slot; labels longer than its 28 inline bytes spill into
+// continuation slots that follow it (raw bytes, 56 per slot). 28 bytes hold a
+// trace_id and a span_id, hex-packed (see labels.go).
 //
 // Exemplars removed from the middle (a series at MaxPerSeries dropping its
 // oldest, an aged exemplar behind a younger head) leave holes. compact slides
@@ -27,47 +29,89 @@ const (
 	pageShift        = 8
 	pageSlots        = 1 << pageShift
 	pageMask         = pageSlots - 1
-	inlineLabelBytes = 34
-	slotBytes        = 64
+	inlineLabelBytes = 28
+	slotBytes        = 56
 	maxContSlots     = 63
-	deadSeries       = ^uint32(0)
 
-	flagHasTs = 1
-	contShift = 1
-	contMask  = 0x3f << contShift
+	// A slot's meta word packs its series id with the layout of its labels:
+	//
+	//	bits 0-23   series id; deadSeries once removed
+	//	bit 24      the exemplar has a timestamp (exemplar.Exemplar.HasTs)
+	//	bit 25      labels continue in the slots after this one
+	//	bits 26-31  without continuation: label bytes inline (0-28);
+	//	            with it: continuation slots (1-63), and then lbl[0] is
+	//	            the label bytes in the last of them and lbl[1:] the first
+	//	            inlineContBytes bytes
+	//
+	// Packing them is what lets a slot be 56 bytes and still hold a trace
+	// and a span id inline; it caps a store at 2^24-1 series (see
+	// MaxExemplarsLimit).
+	seriesBits      = 24
+	seriesMask      = 1<<seriesBits - 1
+	deadSeries      = seriesMask
+	metaHasTs       = 1 << 24
+	metaCont        = 1 << 25
+	metaNShift      = 26
+	inlineContBytes = inlineLabelBytes - 1
 )
 
 type slot struct {
-	ts     int64
-	value  float64
-	series uint32 // series id; deadSeries once removed
-	prev   uint32 // older exemplar of the same series; own position if none
-	next   uint32 // newer exemplar of the same series; own position if none
-	flags  uint8  // flagHasTs | continuation slot count << contShift
-	nlen   uint8  // label bytes inline (no continuation) or in the last continuation slot
-	lbl    [inlineLabelBytes]byte
+	ts    int64
+	value float64
+	meta  uint32 // series id, timestamp flag, label layout: see above
+	prev  uint32 // older exemplar of the same series; own position if none
+	next  uint32 // newer exemplar of the same series; own position if none
+	lbl   [inlineLabelBytes]byte
 }
 
-// Compile-time checks: a slot is exactly 64 bytes and a page exactly a size class.
+// Compile-time checks: a slot is exactly slotBytes, and a page exactly a size class.
 var (
 	_ [slotBytes - unsafe.Sizeof(slot{})]struct{}
 	_ [unsafe.Sizeof(slot{}) - slotBytes]struct{}
+	_ [allocClassPage - unsafe.Sizeof(page{})]struct{}
+	_ [unsafe.Sizeof(page{}) - allocClassPage]struct{}
 )
+
+// allocClassPage is the malloc size class a page fills exactly.
+const allocClassPage = 14336
 
 type page [pageSlots]slot
 
 var pageBytes = allocSize(int64(unsafe.Sizeof(page{})), false)
 
-func (s *slot) cont() uint32  { return uint32(s.flags&contMask) >> contShift }
-func (s *slot) width() uint32 { return 1 + s.cont() }
-func (s *slot) hasTs() bool   { return s.flags&flagHasTs != 0 }
+func (s *slot) seriesID() uint32    { return s.meta & seriesMask }
+func (s *slot) setSeries(id uint32) { s.meta = s.meta&^seriesMask | id }
+func (s *slot) hasTs() bool         { return s.meta&metaHasTs != 0 }
+func (s *slot) width() uint32       { return 1 + s.cont() }
+
+func (s *slot) cont() uint32 {
+	if s.meta&metaCont == 0 {
+		return 0
+	}
+	return s.meta >> metaNShift
+}
+
+// set writes everything but the labels, which writeLabels (or the caller,
+// with setInline) writes next.
+func (s *slot) set(ts int64, value float64, id uint32, hasTs bool) {
+	s.ts, s.value, s.meta = ts, value, id
+	if hasTs {
+		s.meta |= metaHasTs
+	}
+}
+
+// setInline stores enc, which fits inline (len(enc) <= inlineLabelBytes).
+func (s *slot) setInline(enc []byte) {
+	s.meta = s.meta&(seriesMask|metaHasTs) | uint32(len(enc))<<metaNShift
+	copy(s.lbl[:], enc)
+}
 
 // contSlotsFor is how many continuation slots n label bytes need.
 func contSlotsFor(n int) int {
 	if n <= inlineLabelBytes {
 		return 0
 	}
-	return (n - inlineLabelBytes + slotBytes - 1) / slotBytes
+	return (n - inlineContBytes + slotBytes - 1) / slotBytes
 }
 
 type ring struct {
@@ -96,7 +140,7 @@ func (r *ring) at(pos uint32) *slot {
 	return &r.pages[i>>pageShift][i&pageMask]
 }
 
-// raw returns the 64 bytes of the slot at pos, for continuation data.
+// raw returns the slotBytes bytes of the slot at pos, for continuation data.
 func (r *ring) raw(pos uint32) *[slotBytes]byte {
 	return (*[slotBytes]byte)(unsafe.Pointer(r.at(pos)))
 }
@@ -289,19 +333,18 @@ func (r *ring) shrinkTable() {
 // writeLabels stores enc into s, the slot at pos, and its continuation slots.
 func (r *ring) writeLabels(s *slot, pos uint32, enc []byte) {
 	cont := contSlotsFor(len(enc))
-	s.flags = s.flags&^contMask | uint8(cont<<contShift)
 	if cont == 0 {
-		s.nlen = uint8(len(enc))
-		copy(s.lbl[:], enc)
+		s.setInline(enc)
 		return
 	}
-	copy(s.lbl[:], enc[:inlineLabelBytes])
-	rest := enc[inlineLabelBytes:]
+	s.meta = s.meta&(seriesMask|metaHasTs) | metaCont | uint32(cont)<<metaNShift
+	copy(s.lbl[1:], enc[:inlineContBytes])
+	rest := enc[inlineContBytes:]
 	for i := 1; i <= cont; i++ {
 		n := copy(r.raw(pos + uint32(i))[:], rest)
 		rest = rest[n:]
 		if i == cont {
-			s.nlen = uint8(n)
+			s.lbl[0] = uint8(n)
 		}
 	}
 }
@@ -314,15 +357,15 @@ func (r *ring) labelBytes(pos uint32, scratch *[]byte) []byte {
 
 // labelBytesOf is labelBytes for s, the slot at pos.
 func (r *ring) labelBytesOf(s *slot, pos uint32, scratch *[]byte) []byte {
-	cont := s.cont()
-	if cont == 0 {
-		return s.lbl[:s.nlen]
+	if s.meta&metaCont == 0 {
+		return s.lbl[:s.meta>>metaNShift]
 	}
-	b := append((*scratch)[:0], s.lbl[:]...)
+	cont := s.meta >> metaNShift
+	b := append((*scratch)[:0], s.lbl[1:]...)
 	for i := uint32(1); i <= cont; i++ {
 		raw := r.raw(pos + i)
 		if i == cont {
-			b = append(b, raw[:s.nlen]...)
+			b = append(b, raw[:s.lbl[0]]...)
 		} else {
 			b = append(b, raw[:]...)
 		}
@@ -334,4 +377,4 @@ func (r *ring) labelBytesOf(s *slot, pos uint32, scratch *[]byte) []byte {
 // maxEncodedLabels is the longest label encoding a slot chain can hold. Only
 // label sets Prometheus' own parsers never produce (hundreds of labels with
 // empty names) come near it.
-const maxEncodedLabels = inlineLabelBytes + maxContSlots*slotBytes
+const maxEncodedLabels = inlineContBytes + maxContSlots*slotBytes

@@ -338,7 +338,7 @@ func (s *Store) appendInOrder(l labels.Labels, hash uint64, id uint32, ser *seri
 		if e.Ts < r.at(r.head).ts {
 			return false // a stale re-add: the general path refuses and counts it
 		}
-		if r.at(r.head).series == id && ser.count == 1 {
+		if r.at(r.head).seriesID() == id && ser.count == 1 {
 			return false // the series would go with its only exemplar
 		}
 		gen := s.seriesGen
@@ -351,13 +351,8 @@ func (s *Store) appendInOrder(l labels.Labels, hash uint64, id uint32, ser *seri
 	}
 	pos := r.reserve(1)
 	sl := r.at(pos)
-	sl.ts, sl.value, sl.series = e.Ts, e.Value, id
-	sl.flags = 0
-	if e.HasTs {
-		sl.flags = flagHasTs
-	}
-	sl.nlen = uint8(len(enc))
-	copy(sl.lbl[:], enc)
+	sl.set(e.Ts, e.Value, id, e.HasTs)
+	sl.setInline(enc)
 	r.live++
 	ser.count++
 	sl.prev, sl.next = ser.newest, pos
@@ -686,11 +681,7 @@ func (s *Store) insert(w *work, id uint32, ser *series, e *exemplar.Exemplar, en
 	r := &s.ring
 	pos := r.reserve(slots)
 	sl := r.at(pos)
-	sl.ts, sl.value, sl.series = e.Ts, e.Value, id
-	sl.flags = 0
-	if e.HasTs {
-		sl.flags = flagHasTs
-	}
+	sl.set(e.Ts, e.Value, id, e.HasTs)
 	r.writeLabels(sl, pos, enc)
 	r.live++
 
@@ -706,7 +697,7 @@ func (s *Store) insert(w *work, id uint32, ser *series, e *exemplar.Exemplar, en
 	var a *slot
 	var after uint32
 	var ok bool
-	if w.hintOK && w.hintSeries == s.seriesGen && w.hintCompact == s.compactGen && r.inRing(w.hint) && r.at(w.hint).series == id {
+	if w.hintOK && w.hintSeries == s.seriesGen && w.hintCompact == s.compactGen && r.inRing(w.hint) && r.at(w.hint).seriesID() == id {
 		// judge's insertion point survived the evictions: every exemplar after
 		// it in the series is still newer than e.
 		after, ok = w.hint, true
@@ -739,7 +730,7 @@ func (s *Store) insert(w *work, id uint32, ser *series, e *exemplar.Exemplar, en
 func (s *Store) removeExemplar(pos uint32, reason int) {
 	r := &s.ring
 	sl := r.at(pos)
-	id := sl.series
+	id := sl.seriesID()
 	ser := s.series.at(id)
 	prev, next := sl.prev, sl.next
 	hasPrev, hasNext := prev != pos, next != pos
@@ -755,14 +746,14 @@ func (s *Store) removeExemplar(pos uint32, reason int) {
 		ser.oldest = next
 	}
 	ser.count--
-	sl.series = deadSeries
+	sl.setSeries(deadSeries)
 	r.live--
 	width := sl.width()
 	if pos == r.head {
 		r.head += width
 		for r.head != r.tail {
 			h := r.at(r.head)
-			if h.series != deadSeries {
+			if h.seriesID() != deadSeries {
 				break
 			}
 			w := h.width()
@@ -804,7 +795,7 @@ func (s *Store) removeSeries(id uint32) {
 		r := &s.ring
 		for p := ser.oldest; ; {
 			sl := r.at(p)
-			sl.series = id
+			sl.setSeries(id)
 			if sl.next == p {
 				break
 			}
@@ -825,13 +816,13 @@ func (s *Store) compact() {
 	if r.inRing(r.holeFrom) {
 		w = r.holeFrom
 	}
-	for w != r.tail && r.at(w).series != deadSeries {
+	for w != r.tail && r.at(w).seriesID() != deadSeries {
 		w += r.at(w).width()
 	}
 	for rd := w; rd != r.tail; {
 		sl := r.at(rd)
 		k := sl.width()
-		if sl.series != deadSeries {
+		if sl.seriesID() != deadSeries {
 			s.move(rd, w, k)
 			w += k
 		}
@@ -861,7 +852,7 @@ func (s *Store) move(from, to, k uint32) {
 	} else {
 		r.at(d.next).prev = to
 	}
-	ser := s.series.at(d.series)
+	ser := s.series.at(d.seriesID())
 	if ser.oldest == from {
 		ser.oldest = to
 	}
@@ -1079,13 +1070,13 @@ func (s *Store) IterateExemplars(f func(seriesLabels labels.Labels, e exemplar.E
 	sb := labels.NewScratchBuilder(8)
 	for p := r.head; p != r.tail; {
 		sl := r.at(p)
-		if sl.series != deadSeries && sl.ts >= cutoff {
+		if sl.seriesID() != deadSeries && sl.ts >= cutoff {
 			ls, err := d.decode(r.labelBytes(p, &w.stored), &s.syms)
 			if err != nil {
 				return err
 			}
 			e := exemplar.Exemplar{Labels: ls, Value: sl.value, Ts: sl.ts, HasTs: sl.hasTs()}
-			if err := f(storedLabels(s.series.at(sl.series).lbls, &sb), e); err != nil {
+			if err := f(storedLabels(s.series.at(sl.seriesID()).lbls, &sb), e); err != nil {
 				return err
 			}
 		}
