@@ -280,3 +280,31 @@ func exemplarsString(exs []exemplar.Exemplar) string {
 }
 
 var _ exemplarAdder = (*tsdb.CircularExemplarStorage)(nil)
+
+// decodeHex8 checks eight digits at once with carry-free byte arithmetic;
+// every byte value in every position must be judged as the table judges it.
+func TestDecodeHex8AgreesWithTheDigitTable(t *testing.T) {
+	for c := 0; c < 256; c++ {
+		for pos := 0; pos < 8; pos++ {
+			b := []byte("0123abcd")
+			b[pos] = byte(c)
+			x := uint64(0)
+			for i := 7; i >= 0; i-- {
+				x = x<<8 | uint64(b[i])
+			}
+			w, ok := decodeHex8(x)
+			var want [4]byte
+			wantOK := true
+			for i := range 4 {
+				hi, lo := hexValue[b[2*i]], hexValue[b[2*i+1]]
+				if hi|lo > 15 {
+					wantOK = false
+				}
+				want[i] = hi<<4 | lo
+			}
+			if ok != wantOK || (ok && w != uint32(want[0])|uint32(want[1])<<8|uint32(want[2])<<16|uint32(want[3])<<24) {
+				t.Fatalf("%q: got %x %v", b, w, ok)
+			}
+		}
+	}
+}

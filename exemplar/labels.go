@@ -142,11 +142,24 @@ func appendValue(dst []byte, v string) []byte {
 		start := len(dst)
 		dst = slices.Grow(dst, n/2)[:start+n/2]
 		out := dst[start:]
+		src := v
 		var bad byte
-		for i := range out {
-			hi, lo := hexValue[v[2*i]], hexValue[v[2*i+1]]
+		// Eight digits a round, checked and combined in a word: a trace id
+		// is four rounds (the one-digit loop was most of an add's cost).
+		for len(src) >= 8 {
+			w, ok := decodeHex8(binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(src), 8)))
+			if !ok {
+				bad = 0xff
+				break
+			}
+			binary.LittleEndian.PutUint32(out, w)
+			src, out = src[8:], out[4:]
+		}
+		for bad&0xf0 == 0 && len(src) >= 2 && len(out) >= 1 {
+			hi, lo := hexValue[src[0]], hexValue[src[1]]
 			bad |= hi | lo
-			out[i] = hi<<4 | lo
+			out[0] = hi<<4 | lo
+			src, out = src[2:], out[1:]
 		}
 		if bad&0xf0 == 0 {
 			return dst
@@ -158,6 +171,32 @@ func appendValue(dst []byte, v string) []byte {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// decodeHex8 decodes eight lowercase hex digits, the first in the lowest
+// byte of x, into four bytes, the first in the lowest byte. ok is false if
+// any byte of x is not a lowercase hex digit. Every per-byte sum below stays
+// under 0x100 once bytes >= 0x80 are ruled out, so no carry crosses bytes.
+func decodeHex8(x uint64) (w uint32, ok bool) {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	if x&high != 0 {
+		return 0, false
+	}
+	ge0 := x + (0x80-'0')*ones           // bit 7 set: >= '0'
+	gt9 := x + (0x80-'9'-1)*ones         // bit 7 set: > '9'
+	geA := x + (0x80-'a')*ones           // bit 7 set: >= 'a'
+	gtF := x + (0x80-'f'-1)*ones         // bit 7 set: > 'f'
+	valid := (ge0 &^ gt9) | (geA &^ gtF) // per byte: a digit or a letter a-f
+	if valid&high != high {
+		return 0, false
+	}
+	// A digit's low nibble is its value; a letter's is its value - 9, and
+	// only letters have bit 6 set.
+	nib := x&(0x0f*ones) + (x>>6&ones)*9
+	// Byte 2i is the high nibble of output i, byte 2i+1 its low nibble.
+	pairs := (nib<<4 | nib>>8) & 0x00ff00ff00ff00ff
+	pairs = (pairs | pairs>>8) & 0x0000ffff0000ffff
+	return uint32(pairs | pairs>>16), true
+}
 
 // encodeExemplarLabels appends the encoding of ls to dst and counts the runes
 // of its names and values (Prometheus' length rule). Names without a symbol
@@ -208,9 +247,13 @@ func encodeLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int,
 	// Every label takes at least a name byte and a length byte besides its
 	// value: when that alone passes the inline bytes, the plain encoding
 	// cannot fit, and a trace id is encoded once, not twice.
-	least := 0
-	ls.Range(func(l labels.Label) { least += 2 + len(l.Value) })
-	pack := least > inlineLabelBytes
+	// ByteSize is at least that sum, and is free in the default build.
+	pack := false
+	if ls.ByteSize() > inlineLabelBytes {
+		least := 0
+		ls.Range(func(l labels.Label) { least += 2 + len(l.Value) })
+		pack = least > inlineLabelBytes
+	}
 	enc, newNames, runes := encodeExemplarLabels(dst, ls, syms, pack)
 	if runes > exemplar.ExemplarMaxLabelSetLength {
 		return enc, 0, storage.ErrExemplarLabelLength
