@@ -108,6 +108,9 @@
 //
 //   - Memory moves in pages: at the byte limit the store may evict up to a
 //     page's worth (256) of the oldest exemplars at once.
+//   - A store holds at most MaxExemplarsLimit (2^24-1) exemplars: a slot
+//     names its series in 24 bits. Prometheus' store of that size would
+//     preallocate 1 GiB.
 //   - Compaction of the gaps MaxPerSeries and MaxAge leave is amortised, but a
 //     single add can pay for sliding everything after the first gap.
 //   - MaxAge trusts timestamps: one exemplar stamped far in the future ages out

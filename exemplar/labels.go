@@ -174,28 +174,18 @@ const hexDigits = "0123456789abcdef"
 
 // decodeHex8 decodes eight lowercase hex digits, the first in the lowest
 // byte of x, into four bytes, the first in the lowest byte. ok is false if
-// any byte of x is not a lowercase hex digit. Every per-byte sum below stays
-// under 0x100 once bytes >= 0x80 are ruled out, so no carry crosses bytes.
+// any byte of x is not a lowercase hex digit. It is small enough to inline.
 func decodeHex8(x uint64) (w uint32, ok bool) {
 	const ones, high = 0x0101010101010101, 0x8080808080808080
-	if x&high != 0 {
-		return 0, false
-	}
-	ge0 := x + (0x80-'0')*ones           // bit 7 set: >= '0'
-	gt9 := x + (0x80-'9'-1)*ones         // bit 7 set: > '9'
-	geA := x + (0x80-'a')*ones           // bit 7 set: >= 'a'
-	gtF := x + (0x80-'f'-1)*ones         // bit 7 set: > 'f'
-	valid := (ge0 &^ gt9) | (geA &^ gtF) // per byte: a digit or a letter a-f
-	if valid&high != high {
-		return 0, false
-	}
+	// Bit 7 of each byte: >= '0' and not > '9', or >= 'a' and not > 'f'. A
+	// byte >= 0x80 can carry into the next, but is refused by x&high anyway.
+	valid := (x+(0x80-'0')*ones)&^(x+(0x80-'9'-1)*ones) | (x+(0x80-'a')*ones)&^(x+(0x80-'f'-1)*ones)
 	// A digit's low nibble is its value; a letter's is its value - 9, and
-	// only letters have bit 6 set.
+	// only letters have bit 6 set. Byte 2i is the high nibble of output i.
 	nib := x&(0x0f*ones) + (x>>6&ones)*9
-	// Byte 2i is the high nibble of output i, byte 2i+1 its low nibble.
-	pairs := (nib<<4 | nib>>8) & 0x00ff00ff00ff00ff
-	pairs = (pairs | pairs>>8) & 0x0000ffff0000ffff
-	return uint32(pairs | pairs>>16), true
+	p := (nib<<4 | nib>>8) & 0x00ff00ff00ff00ff
+	p = (p | p>>8) & 0x0000ffff0000ffff
+	return uint32(p | p>>16), x&high == 0 && valid&high == high
 }
 
 // encodeExemplarLabels appends the encoding of ls to dst and counts the runes
@@ -204,9 +194,12 @@ func decodeHex8(x uint64) (w uint32, ok bool) {
 // (so the caller can intern them and encode again). Values are hex-packed only
 // with packHex: the caller asks for it when the plain encoding does not fit
 // inline, which keeps the encoding a function of the labels and the symbol
-// table alone.
-func encodeExemplarLabels(dst []byte, ls labels.Labels, syms *symbolTable, packHex bool) (out []byte, newNames, runes int) {
+// table alone. plainLen is the length of the plain encoding, whichever was
+// written.
+func encodeExemplarLabels(dst []byte, ls labels.Labels, syms *symbolTable, packHex bool) (out []byte, newNames, runes, plainLen int) {
 	n := 0
+	start := len(dst)
+	valueDiff := 0 // plain minus written bytes of the values
 	ls.Range(func(l labels.Label) {
 		n += len(l.Name) + len(l.Value)
 		if id := syms.lookup(l.Name); id != 0 {
@@ -219,18 +212,30 @@ func encodeExemplarLabels(dst []byte, ls labels.Labels, syms *symbolTable, packH
 			dst = append(dst, l.Name...)
 		}
 		if packHex {
+			at := len(dst)
 			dst = appendValue(dst, l.Value)
+			valueDiff += uvarintLen(uint64(len(l.Value))<<1) + len(l.Value) - (len(dst) - at)
 		} else {
 			dst = appendUvarint(dst, uint64(len(l.Value))<<1)
 			dst = append(dst, l.Value...)
 		}
 	})
+	plainLen = len(dst) - start + valueDiff
 	// A rune is at least a byte: only long label sets need counting.
 	if n <= exemplar.ExemplarMaxLabelSetLength {
-		return dst, newNames, n
+		return dst, newNames, n, plainLen
 	}
 	ls.Range(func(l labels.Label) { runes += utf8.RuneCountInString(l.Name) + utf8.RuneCountInString(l.Value) })
-	return dst, newNames, runes
+	return dst, newNames, runes, plainLen
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
 }
 
 // appendUvarint is binary.AppendUvarint with the one-byte case inlined.
@@ -244,22 +249,19 @@ func appendUvarint(dst []byte, x uint64) []byte {
 // encodeLabels is the store's encoding of an exemplar's labels, or
 // storage.ErrExemplarLabelLength.
 func encodeLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int, error) {
-	// Every label takes at least a name byte and a length byte besides its
-	// value: when that alone passes the inline bytes, the plain encoding
-	// cannot fit, and a trace id is encoded once, not twice.
-	// ByteSize is at least that sum, and is free in the default build.
-	pack := false
-	if ls.ByteSize() > inlineLabelBytes {
-		least := 0
-		ls.Range(func(l labels.Label) { least += 2 + len(l.Value) })
-		pack = least > inlineLabelBytes
-	}
-	enc, newNames, runes := encodeExemplarLabels(dst, ls, syms, pack)
+	// Pack right away when the plain encoding probably does not fit (a
+	// trace id) and learn its plain length in the same pass: then a trace id
+	// is encoded once. ByteSize is free in the default build.
+	pack := ls.ByteSize() > inlineLabelBytes
+	enc, newNames, runes, plainLen := encodeExemplarLabels(dst, ls, syms, pack)
 	if runes > exemplar.ExemplarMaxLabelSetLength {
 		return enc, 0, storage.ErrExemplarLabelLength
 	}
-	if !pack && len(enc) > inlineLabelBytes {
-		enc, _, _ = encodeExemplarLabels(enc[:0], ls, syms, true)
+	switch {
+	case pack && plainLen <= inlineLabelBytes: // long names that are symbols
+		enc, _, _, _ = encodeExemplarLabels(enc[:0], ls, syms, false)
+	case !pack && plainLen > inlineLabelBytes:
+		enc, _, _, _ = encodeExemplarLabels(enc[:0], ls, syms, true)
 	}
 	if len(enc) > maxEncodedLabels {
 		return enc, 0, storage.ErrExemplarLabelLength

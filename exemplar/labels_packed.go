@@ -29,15 +29,6 @@ func packedLen(ls labels.Labels) int {
 	return n
 }
 
-func uvarintLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}
-
 func appendPacked(dst []byte, ls labels.Labels) []byte {
 	ls.Range(func(l labels.Label) {
 		dst = binary.AppendUvarint(dst, uint64(len(l.Name)))

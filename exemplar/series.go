@@ -116,6 +116,10 @@ func (t *seriesTable) add(ls labels.Labels, hash uint64) uint32 {
 		t.bytes += seriesPageBytes
 	}
 	id := uint32(t.n)
+	if id >= deadSeries {
+		// A store never holds more series than MaxExemplarsLimit exemplars.
+		panic("exemplar: internal error: series id past the slot's 24 bits")
+	}
 	t.n++
 	stored, size := storeSeriesLabels(ls)
 	*t.at(id) = series{lbls: stored, hash: hash}
