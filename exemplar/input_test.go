@@ -1,6 +1,7 @@
 package exemplar
 
 import (
+	"encoding/hex"
 	"math"
 	"runtime"
 	"strings"
@@ -306,5 +307,17 @@ func TestDecodeHex8AgreesWithTheDigitTable(t *testing.T) {
 				t.Fatalf("%q: got %x %v", b, w, ok)
 			}
 		}
+	}
+}
+
+func TestEncodeHexAgreesWithTheDigitTable(t *testing.T) {
+	src := make([]byte, 256+3)
+	for i := range src {
+		src[i] = byte(i * 7) // every value, in every position of a word
+	}
+	for n := range len(src) + 1 {
+		dst := make([]byte, 2*n)
+		encodeHex(dst, src[:n])
+		require.Equal(t, hex.EncodeToString(src[:n]), string(dst))
 	}
 }

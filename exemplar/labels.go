@@ -172,6 +172,32 @@ func appendValue(dst []byte, v string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// encodeHex writes the lowercase hex of src to dst (2*len(src) bytes), four
+// bytes a round in a word: Select spells out every packed trace id.
+func encodeHex(dst, src []byte) {
+	for len(src) >= 4 && len(dst) >= 8 {
+		binary.LittleEndian.PutUint64(dst, encodeHex4(binary.LittleEndian.Uint32(src)))
+		src, dst = src[4:], dst[8:]
+	}
+	for j, c := range src {
+		dst[2*j] = hexDigits[c>>4]
+		dst[2*j+1] = hexDigits[c&15]
+	}
+}
+
+// encodeHex4 spells four bytes, the first in the lowest byte of x, as eight
+// lowercase hex digits, the first in the lowest byte.
+func encodeHex4(x uint32) uint64 {
+	const ones = 0x0101010101010101
+	y := uint64(x)
+	y = (y | y<<16) & 0x0000ffff0000ffff
+	y = (y | y<<8) & 0x00ff00ff00ff00ff // byte 2i holds input byte i
+	nib := y>>4&0x000f000f000f000f | (y&0x000f000f000f000f)<<8
+	// '0'+v for v < 10, 'a'+v-10 above: bit 7 of v+0x76 says v >= 10.
+	letters := (nib + 0x76*ones) >> 7 & ones
+	return nib + '0'*ones + letters*('a'-'0'-10)
+}
+
 // decodeHex8 decodes eight lowercase hex digits, the first in the lowest
 // byte of x, into four bytes, the first in the lowest byte. ok is false if
 // any byte of x is not a lowercase hex digit. It is small enough to inline.
@@ -355,12 +381,7 @@ func (d *labelDecoder) decode(enc []byte, syms *symbolTable) (labels.Labels, err
 				return labels.EmptyLabels(), errCorrupt
 			}
 			raw := enc[i : i+vlen/2]
-			value = d.arenaString(vlen, func(dst []byte) {
-				for j, c := range raw {
-					dst[2*j] = hexDigits[c>>4]
-					dst[2*j+1] = hexDigits[c&15]
-				}
-			})
+			value = d.arenaString(vlen, func(dst []byte) { encodeHex(dst, raw) })
 			i += vlen / 2
 		} else {
 			if len(enc)-i < vlen {
