@@ -277,8 +277,8 @@ func appendUvarint(dst []byte, x uint64) []byte {
 func encodeLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int, error) {
 	// Pack right away when the plain encoding probably does not fit (a
 	// trace id) and learn its plain length in the same pass: then a trace id
-	// is encoded once. ByteSize is free in the default build.
-	pack := ls.ByteSize() > inlineLabelBytes
+	// is encoded once. A wrong guess costs a second pass, never the result.
+	pack := plainLenHint(ls) > inlineLabelBytes
 	enc, newNames, runes, plainLen := encodeExemplarLabels(dst, ls, syms, pack)
 	if runes > exemplar.ExemplarMaxLabelSetLength {
 		return enc, 0, storage.ErrExemplarLabelLength

@@ -119,3 +119,13 @@ func compareStored(a, b storedSeriesLabels) int {
 	}
 	return 0
 }
+
+// plainLenHint estimates the plain encoding's length for encodeLabels: at
+// least a name byte and a length byte per label besides its value.
+// (ByteSize counts string headers here, and in the dedupelabels build
+// symbol references: neither says how long the values are.)
+func plainLenHint(ls labels.Labels) int {
+	n := 0
+	ls.Range(func(l labels.Label) { n += 2 + len(l.Value) })
+	return n
+}

@@ -41,3 +41,7 @@ func compareStored(a, b storedSeriesLabels) int { return labels.Compare(a, b) }
 // hashSeriesLabels hashes the labels' single string in place (AES-based where
 // the CPU has it), with no copy.
 func hashSeriesLabels(seed maphash.Seed, l labels.Labels) uint64 { return maphash.Comparable(seed, l) }
+
+// plainLenHint estimates the plain encoding's length for encodeLabels: the
+// labels' own encoded size, which this build knows without a pass.
+func plainLenHint(ls labels.Labels) int { return int(ls.ByteSize()) }
