@@ -3,7 +3,6 @@ package ctxstream_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"strconv"
 	"testing"
@@ -19,31 +18,8 @@ import (
 	"github.com/leaksafe/leaksafe/ctxstream"
 )
 
-// A real gRPC stream on loopback, without code generation: a hand-written StreamDesc and a
-// codec that moves []byte as is.
-
-type rawCodec struct{}
-
-func (rawCodec) Name() string { return "leaksafe-raw" }
-
-func (rawCodec) Marshal(v any) ([]byte, error) {
-	switch b := v.(type) {
-	case []byte:
-		return b, nil
-	case *[]byte:
-		return *b, nil
-	}
-	return nil, fmt.Errorf("rawCodec: cannot marshal %T", v)
-}
-
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	b, ok := v.(*[]byte)
-	if !ok {
-		return fmt.Errorf("rawCodec: cannot unmarshal into %T", v)
-	}
-	*b = append((*b)[:0], data...)
-	return nil
-}
+// A real gRPC stream on loopback, without code generation: a hand-written StreamDesc and the
+// example's bytesCodec (example_grpc_test.go), which moves []byte as is.
 
 const seriesMethod = "/leaksafe.test.Store/Series"
 
@@ -63,7 +39,7 @@ func (c seriesClient) Recv() ([]byte, error) {
 
 // openSeries is the generated client method: open the stream, send the request.
 func openSeries(ctx context.Context, cc *grpc.ClientConn, req []byte) (seriesClient, error) {
-	s, err := cc.NewStream(ctx, &seriesDesc, seriesMethod, grpc.ForceCodec(rawCodec{}))
+	s, err := cc.NewStream(ctx, &seriesDesc, seriesMethod, grpc.ForceCodec(bytesCodec{}))
 	if err != nil {
 		return seriesClient{}, err
 	}
@@ -89,7 +65,7 @@ type server struct {
 func serve(t testing.TB, h handler) *server {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	s := &server{srv: grpc.NewServer(grpc.ForceServerCodec(rawCodec{})), addr: lis.Addr().String(), exited: make(chan error, 64)}
+	s := &server{srv: grpc.NewServer(grpc.ForceServerCodec(bytesCodec{})), addr: lis.Addr().String(), exited: make(chan error, 64)}
 	s.srv.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "leaksafe.test.Store",
 		HandlerType: (*any)(nil),
