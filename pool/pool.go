@@ -218,12 +218,8 @@ func (p *Pool[T]) Get(n int) (*[]T, error) {
 		i := p.bucketFor(n)
 		if v := p.buckets[i].Get(); v != nil {
 			h := v.(*handle[T])
-			rec := h.rec
-			s := rec.state.Load() // free, no credit: only this goroutine holds h
-			rec.state.Store(s&^lowMask + countOne | uint64(i)<<idxShift | leasedBit)
-			rec.handle = h
-			rec.buf = h.buf
-			return &rec.buf, nil
+			h.rec.leaseUncharged(uint64(i)<<idxShift | leasedBit)
+			return handOut(h), nil
 		}
 	}
 	return p.get(n, 1)
@@ -237,10 +233,23 @@ func (p *Pool[T]) get(n int, skip int) (*[]T, error) {
 	if tracked {
 		return p.tracker.lease(h, skip+1), nil
 	}
+	return handOut(h), nil
+}
+
+// handOut hands out h's array as an untracked lease: &record.buf.
+func handOut[T any](h *handle[T]) *[]T {
 	rec := h.rec
 	rec.handle = h
 	rec.buf = h.buf
-	return &rec.buf, nil
+	return &rec.buf
+}
+
+// leaseUncharged leases a free record of a pool without MaxTotal (so it
+// holds no credit); lease is the low bits of the leased state. Only the
+// goroutine holding the record's handle calls it.
+func (rec *record[T]) leaseUncharged(lease uint64) {
+	s := rec.state.Load()
+	rec.state.Store(s&^lowMask + countOne | lease)
 }
 
 // sample reports whether this lease of h is one TrackEvery tracks. Gaps
@@ -298,8 +307,7 @@ func (p *Pool[T]) acquire(n int) (h *handle[T], tracked bool, err error) {
 		lease |= trackedBit
 	}
 	if p.maxTotal == 0 {
-		s := rec.state.Load() // free, no credit: only this goroutine holds h
-		rec.state.Store(s&^lowMask + countOne | lease)
+		rec.leaseUncharged(lease)
 	} else if err := p.chargeBudget(rec, i, n, lease); err != nil {
 		p.park(h)
 		return nil, false, err
@@ -590,11 +598,9 @@ func (p *Pool[T]) Put(b *[]T) {
 			if s&(leasedBit|trackedBit) == leasedBit && rec.state.CompareAndSwap(s, s&^leasedBit) {
 				h := rec.handle
 				rec.handle = nil
-				if h != nil && h.bucket != bigBucket && cap(*b) != 0 && unsafe.SliceData(*b) == unsafe.SliceData(h.buf) {
-					p.buckets[h.bucket].Put(h)
-					return
+				if h == nil || !p.refile(h, b) {
+					p.returnArray(rec, h, b)
 				}
-				p.returnArray(rec, h, b)
 				return
 			}
 		}
@@ -649,18 +655,26 @@ func (p *Pool[T]) release(rec *record[T], b *[]T, tracked uint64, skip int) {
 	p.returnArray(rec, h, b)
 }
 
+// refile returns h to its bucket if b still holds the array h was handed,
+// the common case, and reports whether it did.
+func (p *Pool[T]) refile(h *handle[T], b *[]T) bool {
+	if h.bucket == bigBucket || cap(*b) == 0 || unsafe.SliceData(*b) != unsafe.SliceData(h.buf) {
+		return false
+	}
+	p.buckets[h.bucket].Put(h)
+	return true
+}
+
 // returnArray returns to the buckets the array of the lease rec just
 // ended, which was handed out with h; b is what the holder passed to Put.
 func (p *Pool[T]) returnArray(rec *record[T], h *handle[T], b *[]T) {
 	if h == nil {
 		return // a Put racing the Get of a reused record: the holder broke the contract
 	}
-	cur := *b
-	if h.bucket != bigBucket && cap(cur) != 0 && unsafe.SliceData(cur) == unsafe.SliceData(h.buf) {
-		p.buckets[h.bucket].Put(h) // the common case: the array it was handed
+	if p.refile(h, b) {
 		return
 	}
-	keep, bucket, undersized := p.chooseArray(h.buf, h.bucket, cur)
+	keep, bucket, undersized := p.chooseArray(h.buf, h.bucket, *b)
 	if cap(keep) == 0 || unsafe.SliceData(keep) != unsafe.SliceData(rec.buf) {
 		rec.buf = nil // do not keep alive an array the buckets do not hold
 	}
