@@ -145,7 +145,7 @@ func appendValue(dst []byte, v string) []byte {
 		src := v
 		var bad byte
 		// Eight digits a round, checked and combined in a word: a trace id
-		// is four rounds (the one-digit loop was most of an add's cost).
+		// is four rounds (a digit pair at a time was most of its encoding).
 		for len(src) >= 8 {
 			w, ok := decodeHex8(binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(src), 8)))
 			if !ok {
