@@ -321,3 +321,42 @@ func TestEncodeHexAgreesWithTheDigitTable(t *testing.T) {
 		require.Equal(t, hex.EncodeToString(src[:n]), string(dst))
 	}
 }
+
+// A set whose plain text fits maxTextBytes is kept as that text (one copy);
+// one byte longer, it is encoded. Either way it decodes to the same labels,
+// and equal sets encode to equal bytes whichever form they take.
+func TestShortLabelSetsAreKeptAsTheirText(t *testing.T) {
+	var syms symbolTable
+	var d labelDecoder
+	for n := 0; n <= maxTextBytes+3; n++ {
+		for _, mk := range []func(int) labels.Labels{
+			func(n int) labels.Labels { return labels.FromStrings("a", strings.Repeat("v", max(0, n-3))) },
+			func(n int) labels.Labels {
+				return labels.FromStrings("k", "", "trace_id", strings.Repeat("0", max(0, n-14)))
+			},
+		} {
+			ls := mk(n)
+			text := 0
+			ls.Range(func(l labels.Label) { text += 2 + len(l.Name) + len(l.Value) })
+			enc, newNames, err := encodeLabels(nil, ls, &syms)
+			require.NoError(t, err)
+			if text <= maxTextBytes {
+				require.Equal(t, 1+text, len(enc), "%v", ls)
+				require.Equal(t, byte(textMark), enc[0], "%v", ls)
+				require.Zero(t, newNames, "a short set needs no symbol")
+			} else {
+				require.NotEqual(t, byte(textMark), enc[0], "%v", ls)
+			}
+			again, _, err := encodeLabels(nil, mk(n), &syms)
+			require.NoError(t, err)
+			require.Equal(t, enc, again, "the form depends on the set alone")
+			got, err := d.decode(enc, &syms)
+			require.NoError(t, err)
+			require.True(t, labels.Equal(ls, got), "%v decoded as %v", ls, got)
+		}
+	}
+	for _, bad := range []string{"\xff\x01a", "\xff\x01a\x05bc", "\xff\x03ab"} {
+		_, err := d.decode([]byte(bad), &syms)
+		require.ErrorIs(t, err, errCorrupt, "%q", bad)
+	}
+}

@@ -14,23 +14,33 @@ import (
 )
 
 // Exemplar labels are packed into the slot that holds the exemplar (and, when
-// longer than the slot has room for, into continuation slots right after it):
+// longer than the slot has room for, into continuation slots right after it).
+// A set whose plain text (each name and value after a length byte) takes at
+// most maxTextBytes is kept as that text, behind a mark:
+//
+//	short := 0xff (len bytes)...          // len < 255
+//
+// Copying it is one move, which is most of what adding such an exemplar
+// costs. Any other set is encoded:
 //
 //	label := name value
-//	name  := symbol(1..255) | 0 uvarint(len) bytes
+//	name  := symbol(1..254) | 0 uvarint(len) bytes
 //	value := uvarint(len<<1 | hex) bytes   // hex: len/2 bytes of lowercase hex decoded
 //
 // Label names repeat across nearly every exemplar ("trace_id", "span_id"), so a
-// per-store symbol table of at most 255 short names turns them into one byte.
+// per-store symbol table of at most 254 short names turns them into one byte.
 // Trace and span ids are lowercase hex (W3C trace context): when a set does not
 // fit a slot's 28 inline bytes as is, hex values are kept as the bytes they
 // spell (a 32-character trace id takes 16), so trace_id plus span_id still
 // fits one slot. Short values are not packed, which keeps them cheap to
-// encode and decode. The encoding is canonical for a given symbol table, so
-// two label sets are equal exactly when their encodings are.
+// encode and decode. Which form a set takes depends on the set alone, and
+// each form is canonical for a given symbol table, so two label sets are
+// equal exactly when their encodings are.
 
 const (
-	maxSymbols   = 255
+	maxSymbols   = 254
+	textMark     = 0xff // starts a short set's plain text; never a symbol
+	maxTextBytes = inlineLabelBytes - 1
 	maxSymbolLen = 32
 	symbolSlots  = 512 // open addressing; at most half full
 )
@@ -275,6 +285,9 @@ func appendUvarint(dst []byte, x uint64) []byte {
 // encodeLabels is the store's encoding of an exemplar's labels, or
 // storage.ErrExemplarLabelLength.
 func encodeLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int, error) {
+	if enc, ok := appendShortText(dst, ls); ok {
+		return enc, 0, nil // at most maxTextBytes runes: within Prometheus' limit
+	}
 	// Pack right away when the plain encoding probably does not fit (a
 	// trace id) and learn its plain length in the same pass: then a trace id
 	// is encoded once. A wrong guess costs a second pass, never the result.
@@ -352,6 +365,9 @@ func (d *labelDecoder) decode(enc []byte, syms *symbolTable) (labels.Labels, err
 		return labels.EmptyLabels(), nil
 	}
 	d.b.Reset()
+	if enc[0] == textMark {
+		return d.decodeText(enc[1:])
+	}
 	for i := 0; i < len(enc); {
 		var name string
 		if id := enc[i]; id != 0 {
@@ -392,6 +408,30 @@ func (d *labelDecoder) decode(enc []byte, syms *symbolTable) (labels.Labels, err
 			i += vlen
 		}
 		d.b.Add(name, value)
+	}
+	ls := d.b.Labels()
+	if builderCopiesStrings {
+		d.arena = d.arena[:0]
+	}
+	return ls, nil
+}
+
+// decodeText decodes a short set's plain text.
+func (d *labelDecoder) decodeText(text []byte) (labels.Labels, error) {
+	var field [2]string
+	for i, f := 0, 0; i < len(text); f ^= 1 {
+		n := int(text[i])
+		if len(text)-i-1 < n {
+			return labels.EmptyLabels(), errCorrupt
+		}
+		raw := text[i+1 : i+1+n]
+		field[f] = d.arenaString(n, func(dst []byte) { copy(dst, raw) })
+		i += 1 + n
+		if f == 1 {
+			d.b.Add(field[0], field[1])
+		} else if i == len(text) {
+			return labels.EmptyLabels(), errCorrupt // a name without a value
+		}
 	}
 	ls := d.b.Labels()
 	if builderCopiesStrings {

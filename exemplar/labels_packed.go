@@ -129,3 +129,19 @@ func plainLenHint(ls labels.Labels) int {
 	ls.Range(func(l labels.Label) { n += 2 + len(l.Value) })
 	return n
 }
+
+// appendShortText appends textMark and the labels' plain text if that is
+// between 1 and maxTextBytes long.
+func appendShortText(dst []byte, ls labels.Labels) ([]byte, bool) {
+	n := 0
+	ls.Range(func(l labels.Label) { n += 2 + len(l.Name) + len(l.Value) })
+	if n == 0 || n > maxTextBytes {
+		return dst, false
+	}
+	dst = append(dst, textMark)
+	ls.Range(func(l labels.Label) {
+		dst = append(append(dst, byte(len(l.Name))), l.Name...)
+		dst = append(append(dst, byte(len(l.Value))), l.Value...)
+	})
+	return dst, true
+}

@@ -4,6 +4,7 @@ package exemplar
 
 import (
 	"hash/maphash"
+	"slices"
 
 	"github.com/prometheus/prometheus/model/labels"
 )
@@ -45,3 +46,26 @@ func hashSeriesLabels(seed maphash.Seed, l labels.Labels) uint64 { return maphas
 // plainLenHint estimates the plain encoding's length for encodeLabels: the
 // labels' own encoded size, which this build knows without a pass.
 func plainLenHint(ls labels.Labels) int { return int(ls.ByteSize()) }
+
+// appendShortText appends textMark and the labels' plain text if that is
+// between 1 and maxTextBytes long. The text is the labels' own bytes, in the
+// layout textLayoutHolds checked when the package loaded.
+func appendShortText(dst []byte, ls labels.Labels) ([]byte, bool) {
+	n := int(ls.ByteSize())
+	if n == 0 || n > maxTextBytes || !textLayoutHolds {
+		return dst, false
+	}
+	dst = append(dst, textMark)
+	at := len(dst)
+	dst = slices.Grow(dst, n)[:at+n]
+	copy(dst[at:], ls.Bytes(dst[at:at])) // Bytes writes in place when it fits
+	return dst, true
+}
+
+// textLayoutHolds says Labels.Bytes is each name and value after a length
+// byte, as the stringlabels build of Prometheus v0.315.0 writes it: Bytes is
+// documented as opaque, so a Prometheus upgrade that changes it turns the
+// short form off rather than corrupting anything.
+var textLayoutHolds = func() bool {
+	return string(labels.FromStrings("a", "bc", "d", "").Bytes(nil)) == "\x01a\x02bc\x01d\x00"
+}()

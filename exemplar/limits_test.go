@@ -459,7 +459,7 @@ func TestSeriesAtMaxPerSeriesGetsTheByteChecksBeforeItDropsItsOwnOldest(t *testi
 		// cannot hold even with only this exemplar in it.
 		require.NoError(t, s.SetLimits(Options{MaxExemplars: 100, MaxPerSeries: 1, MaxBytes: s.Stats().Bytes}))
 		before, held := s.Stats(), selectAll(t, s)
-		e := exemplar.Exemplar{Labels: labels.FromStrings("span_id", "00f067aa0ba902b7"), Value: 2, Ts: 2, HasTs: true}
+		e := exemplar.Exemplar{Labels: labels.FromStrings("parent_span_id", "00f067aa0ba902b7"), Value: 2, Ts: 2, HasTs: true}
 		require.ErrorIs(t, s.ValidateExemplar(l, e), ErrExemplarTooLarge)
 		require.ErrorIs(t, s.AddExemplar(l, e), ErrExemplarTooLarge)
 		require.Equal(t, before, s.Stats(), "nothing was evicted for it")
