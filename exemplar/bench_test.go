@@ -1,6 +1,7 @@
 package exemplar
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
 	"github.com/stretchr/testify/require"
 )
 
@@ -348,5 +350,65 @@ func BenchmarkHeapPerExemplar(b *testing.B) {
 				b.ReportMetric(perExemplar/float64(b.N), "B/exemplar")
 			})
 		}
+	}
+}
+
+// Remote-write-shaped: each op is one request of 100 series (out of 1,000),
+// each a sample and an exemplar with a distinct trace id, committed at once,
+// into a real TSDB on disk. impl=prometheus is the head's own exemplar
+// storage; impl=leaksafe is a TSDB with it disabled behind Appendable. The
+// samples cost the same on both sides, so the ratio shows what routing
+// exemplars to this store adds to a request.
+func BenchmarkAppendableRemoteWrite(b *testing.B) {
+	const nSeries, perRequest, capacity = 1000, 100, 100_000
+	series := make([]labels.Labels, nSeries)
+	for i := range series {
+		series[i] = labels.FromStrings("__name__", "http_request_duration_seconds_bucket", "instance", fmt.Sprintf("host-%d:9090", i), "le", "0.5")
+	}
+	ids := hexTraceIDs(1 << 16)
+	for _, impl := range impls {
+		b.Run("impl="+impl, func(b *testing.B) {
+			opts := tsdb.DefaultOptions()
+			opts.EnableExemplarStorage = impl == "prometheus"
+			opts.MaxExemplars = capacity
+			db, err := tsdb.Open(b.TempDir(), nil, nil, opts, nil)
+			require.NoError(b, err)
+			defer func() { require.NoError(b, db.Close()) }()
+			var app storage.Appendable = db
+			if impl == "leaksafe" {
+				s, err := New(Options{MaxExemplars: capacity})
+				require.NoError(b, err)
+				defer s.Close()
+				app = Appendable(db, s)
+			}
+			ctx := context.Background()
+			next, ts := 0, int64(0)
+			request := func() {
+				a := app.Appender(ctx)
+				ts++
+				for range perRequest {
+					l := series[next%nSeries]
+					ref, err := a.Append(0, l, ts, float64(next))
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := a.AppendExemplar(ref, l, exemplar.Exemplar{Labels: ids[next&(1<<16-1)], Value: float64(next), Ts: ts, HasTs: true}); err != nil {
+						b.Fatal(err)
+					}
+					next++
+				}
+				if err := a.Commit(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for range capacity / perRequest { // every series exists, the store is full
+				request()
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				request()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perRequest), "ns/series")
+		})
 	}
 }
