@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
@@ -45,50 +46,135 @@ type appendable struct {
 }
 
 func (a appendable) Appender(ctx context.Context) storage.Appender {
-	return &appender{Appender: a.next.Appender(ctx), store: a.store, copier: labelDecoder{b: labels.NewScratchBuilder(8)}}
+	return &appender{Appender: a.next.Appender(ctx), store: a.store}
+}
+
+// txn is what an appender holds for one transaction. It is pooled and its
+// labels are copied into one buffer: a request of a hundred exemplars used
+// to allocate two label copies and a map entry for each.
+type txn struct {
+	pending []pendingExemplar
+	// text holds the series and exemplar labels of pending, copied: callers
+	// (Prometheus' scrape loop, Thanos' request decoding) reuse the buffers
+	// behind them before Commit.
+	text []byte
+	// refs are the series next's appender returned refs for, in order, for
+	// exemplars appended by ref alone; byRef indexes refs[:indexed] once a
+	// lookup reaches past the last few.
+	refs    []refLabels
+	byRef   map[storage.SeriesRef]labels.Labels
+	indexed int
+	// Commit's views of one pending exemplar's labels, rebuilt in place.
+	seriesB, labelsB labels.ScratchBuilder
+	series, exLabels labels.Labels
 }
 
 type pendingExemplar struct {
-	series labels.Labels
-	e      exemplar.Exemplar
+	series, labels textSpan // in txn.text
+	e              exemplar.Exemplar
 }
 
-// pending copies l and e's labels: callers (Prometheus' scrape loop, Thanos'
-// request decoding) reuse the buffers behind them before Commit.
-func (d *labelDecoder) pending(l labels.Labels, e exemplar.Exemplar) pendingExemplar {
-	e.Labels = d.copyLabels(e.Labels)
-	return pendingExemplar{series: d.copyLabels(l), e: e}
+type textSpan struct{ from, to int }
+
+type refLabels struct {
+	ref storage.SeriesRef
+	l   labels.Labels
+}
+
+var txnPool = sync.Pool{New: func() any {
+	return &txn{seriesB: labels.NewScratchBuilder(8), labelsB: labels.NewScratchBuilder(4)}
+}}
+
+func (t *txn) add(l labels.Labels, e exemplar.Exemplar) {
+	from := len(t.text)
+	t.text = appendLabelText(t.text, l)
+	mid := len(t.text)
+	t.text = appendLabelText(t.text, e.Labels)
+	e.Labels = labels.EmptyLabels()
+	t.pending = append(t.pending, pendingExemplar{series: textSpan{from, mid}, labels: textSpan{mid, len(t.text)}, e: e})
+}
+
+// commit stores every pending exemplar in s. The labels it passes are views
+// of t's memory, valid for the one call: the store copies what it keeps.
+func (t *txn) commit(s *Store) {
+	for _, p := range t.pending {
+		labelsFromText(t.text[p.series.from:p.series.to], &t.seriesB, &t.series)
+		labelsFromText(t.text[p.labels.from:p.labels.to], &t.labelsB, &t.exLabels)
+		e := p.e
+		e.Labels = t.exLabels
+		// Refusals are counted by the store; like the head, a commit does not
+		// fail because an exemplar could not be kept.
+		_ = s.AddExemplar(t.series, e)
+	}
+}
+
+// lookup returns the labels next's appender returned ref for.
+func (t *txn) lookup(ref storage.SeriesRef) (labels.Labels, bool) {
+	// An exemplar appended by ref nearly always follows its series' sample.
+	for i := len(t.refs) - 1; i >= max(0, len(t.refs)-8); i-- {
+		if t.refs[i].ref == ref {
+			return t.refs[i].l, true
+		}
+	}
+	if t.byRef == nil {
+		t.byRef = make(map[storage.SeriesRef]labels.Labels, len(t.refs))
+	}
+	for _, r := range t.refs[t.indexed:] {
+		t.byRef[r.ref] = r.l
+	}
+	t.indexed = len(t.refs)
+	l, ok := t.byRef[ref]
+	return l, ok
+}
+
+// release returns t to the pool holding nothing of the caller's, and no more
+// than a large request's worth of memory.
+func (t *txn) release() {
+	const keep = 1 << 20
+	clear(t.refs)
+	clear(t.byRef)
+	clear(t.pending)
+	t.pending, t.text, t.refs, t.indexed = t.pending[:0], t.text[:0], t.refs[:0], 0
+	t.series, t.exLabels = labels.EmptyLabels(), labels.EmptyLabels()
+	if cap(t.text) > keep || cap(t.pending) > keep/64 || cap(t.refs) > keep/32 || len(t.byRef) > keep/32 {
+		*t = txn{seriesB: t.seriesB, labelsB: t.labelsB}
+	}
+	txnPool.Put(t)
 }
 
 type appender struct {
 	storage.Appender
-	store   *Store
-	pending []pendingExemplar
-	copier  labelDecoder
-	// series maps the refs next's appender returned in this transaction to
-	// their labels, for exemplars appended by ref alone; lastRef spares a map
-	// write for every further sample of the same series.
-	series  map[storage.SeriesRef]labels.Labels
+	store *Store
+	txn   *txn // taken from txnPool when first needed, returned at Commit or Rollback
+	// lastRef spares recording every further sample of the same series.
 	lastRef storage.SeriesRef
 }
 
 var _ storage.GetRef = (*appender)(nil)
+
+func (a *appender) transaction() *txn {
+	if a.txn == nil {
+		a.txn = txnPool.Get().(*txn)
+	}
+	return a.txn
+}
 
 // remember records that next's appender knows l by ref.
 func (a *appender) remember(ref storage.SeriesRef, l labels.Labels) {
 	if ref == 0 || ref == a.lastRef || l.IsEmpty() {
 		return
 	}
-	if a.series == nil {
-		a.series = make(map[storage.SeriesRef]labels.Labels)
-	}
-	a.series[ref] = l
+	t := a.transaction()
+	t.refs = append(t.refs, refLabels{ref, l})
 	a.lastRef = ref
 }
 
-func (a *appender) forget() {
-	a.pending = nil
-	a.series, a.lastRef = nil, 0
+// forget ends the transaction and returns what it held but the pending
+// exemplars, which the caller still commits or drops.
+func (a *appender) forget() *txn {
+	t := a.txn
+	a.txn, a.lastRef = nil, 0
+	return t
 }
 
 func (a *appender) Append(ref storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
@@ -109,7 +195,11 @@ func (a *appender) AppendHistogram(ref storage.SeriesRef, l labels.Labels, t int
 
 func (a *appender) AppendExemplar(ref storage.SeriesRef, l labels.Labels, e exemplar.Exemplar) (storage.SeriesRef, error) {
 	if l.IsEmpty() {
-		known, ok := a.series[ref]
+		var known labels.Labels
+		ok := false
+		if a.txn != nil {
+			known, ok = a.txn.lookup(ref)
+		}
 		if !ok {
 			// The head drops exemplars silently while its storage is disabled,
 			// before it looks the series up.
@@ -127,7 +217,7 @@ func (a *appender) AppendExemplar(ref storage.SeriesRef, l labels.Labels, e exem
 		}
 		return 0, err
 	}
-	a.pending = append(a.pending, a.copier.pending(l, e))
+	a.transaction().add(l, e)
 	if ref == 0 {
 		ref, _ = a.GetRef(l, l.Hash())
 	}
@@ -144,21 +234,23 @@ func (a *appender) GetRef(lset labels.Labels, hash uint64) (storage.SeriesRef, l
 }
 
 func (a *appender) Commit() error {
-	pending := a.pending
-	a.forget()
+	t := a.forget()
+	if t != nil {
+		defer t.release()
+	}
 	if err := a.Appender.Commit(); err != nil {
 		return err
 	}
-	for _, p := range pending {
-		// Refusals are counted by the store; like the head, a commit does not
-		// fail because an exemplar could not be kept.
-		_ = a.store.AddExemplar(p.series, p.e)
+	if t != nil {
+		t.commit(a.store)
 	}
 	return nil
 }
 
 func (a *appender) Rollback() error {
-	a.forget()
+	if t := a.forget(); t != nil {
+		t.release()
+	}
 	return a.Appender.Rollback()
 }
 
@@ -177,14 +269,13 @@ type appendableV2 struct {
 }
 
 func (a appendableV2) AppenderV2(ctx context.Context) storage.AppenderV2 {
-	return &appenderV2{AppenderV2: a.next.AppenderV2(ctx), store: a.store, copier: labelDecoder{b: labels.NewScratchBuilder(8)}}
+	return &appenderV2{AppenderV2: a.next.AppenderV2(ctx), store: a.store}
 }
 
 type appenderV2 struct {
 	storage.AppenderV2
-	store   *Store
-	pending []pendingExemplar
-	copier  labelDecoder
+	store *Store
+	txn   *txn // taken from txnPool when first needed, returned at Commit or Rollback
 }
 
 var _ storage.GetRef = (*appenderV2)(nil)
@@ -212,7 +303,10 @@ func (a *appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64
 			}
 			continue
 		}
-		a.pending = append(a.pending, a.copier.pending(ls, e))
+		if a.txn == nil {
+			a.txn = txnPool.Get().(*txn)
+		}
+		a.txn.add(ls, e)
 	}
 	return ref, partial.ToError()
 }
@@ -225,18 +319,24 @@ func (a *appenderV2) GetRef(lset labels.Labels, hash uint64) (storage.SeriesRef,
 }
 
 func (a *appenderV2) Commit() error {
-	pending := a.pending
-	a.pending = nil
+	t := a.txn
+	a.txn = nil
+	if t != nil {
+		defer t.release()
+	}
 	if err := a.AppenderV2.Commit(); err != nil {
 		return err
 	}
-	for _, p := range pending {
-		_ = a.store.AddExemplar(p.series, p.e)
+	if t != nil {
+		t.commit(a.store)
 	}
 	return nil
 }
 
 func (a *appenderV2) Rollback() error {
-	a.pending = nil
+	if t := a.txn; t != nil {
+		a.txn = nil
+		t.release()
+	}
 	return a.AppenderV2.Rollback()
 }

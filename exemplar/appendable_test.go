@@ -3,9 +3,13 @@ package exemplar
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
+	"weak"
 
 	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/histogram"
@@ -182,11 +186,13 @@ func TestAppendableResolvesTheSeriesOfAnExemplarAppendedByRefAlone(t *testing.T)
 
 	got := selectAll(t, s)
 	require.Len(t, got, 2)
-	require.Equal(t, hseries, got[0].SeriesLabels)
-	require.Equal(t, traceID(2), got[0].Exemplars[0].Labels)
-	require.Equal(t, series, got[1].SeriesLabels)
+	// Compared as text: in the dedupelabels build equal labels may sit on
+	// different symbol tables.
+	require.Equal(t, hseries.String(), got[0].SeriesLabels.String())
+	require.Equal(t, traceID(2).String(), got[0].Exemplars[0].Labels.String())
+	require.Equal(t, series.String(), got[1].SeriesLabels.String())
 	require.Len(t, got[1].Exemplars, 2)
-	require.Equal(t, traceID(3), got[1].Exemplars[1].Labels)
+	require.Equal(t, traceID(3).String(), got[1].Exemplars[1].Labels.String())
 
 	// A ref this appender has not seen is an error, as in the head.
 	e := exemplar.Exemplar{Labels: traceID(4), Value: 1, Ts: 3000, HasTs: true}
@@ -289,4 +295,66 @@ func TestAppendableV2RoutesExemplarsFromAppendOptions(t *testing.T) {
 	require.Equal(t, traceID(1).Get("trace_id"), got[0].Exemplars[0].Labels.Get("trace_id"))
 	_, ok := AppendableV2(db, s).AppenderV2(context.Background()).(storage.GetRef)
 	require.True(t, ok)
+}
+
+// countingAppender hands out a new ref for every Append and keeps nothing.
+type countingAppender struct {
+	storage.Appender
+	refs storage.SeriesRef
+}
+
+func (c *countingAppender) Append(storage.SeriesRef, labels.Labels, int64, float64) (storage.SeriesRef, error) {
+	c.refs++
+	return c.refs, nil
+}
+func (*countingAppender) Commit() error   { return nil }
+func (*countingAppender) Rollback() error { return nil }
+
+// The appender's transaction memory is pooled for the next one: it must not
+// keep the caller's labels (thanos#8923 again) once Commit or Rollback
+// returns, including the series it looked up by ref.
+func TestAppendableKeepsNothingOfTheCallersAfterTheTransaction(t *testing.T) {
+	for _, commit := range []bool{true, false} {
+		t.Run(map[bool]string{true: "commit", false: "rollback"}[commit], func(t *testing.T) {
+			s := mustNew(t, Options{MaxExemplars: 100})
+			a := Appendable(appendableFunc(func(context.Context) storage.Appender { return &countingAppender{} }), s)
+			const others = 20 // the exemplar's series is past the last few: found through the index
+			series, trace := func() (weak.Pointer[byte], weak.Pointer[byte]) {
+				app := a.Appender(context.Background())
+				buf := make([]byte, 0, 1<<20)
+				sb, eb := labels.NewScratchBuilder(4), labels.NewScratchBuilder(2)
+				l := aliasedLabels(buf, &sb, "__name__", "http_request_duration_seconds_bucket", "le", "0.25")
+				ref, err := app.Append(0, l, 1, 1)
+				require.NoError(t, err)
+				for i := range others {
+					_, err := app.Append(0, labels.FromStrings("__name__", fmt.Sprint("other_", i)), 1, 1)
+					require.NoError(t, err)
+				}
+				e := exemplar.Exemplar{Labels: aliasedLabels(buf[4096:4096], &eb, "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"), Value: 1, Ts: 1, HasTs: true}
+				_, err = app.AppendExemplar(ref, labels.EmptyLabels(), e)
+				require.NoError(t, err)
+				if commit {
+					require.NoError(t, app.Commit())
+				} else {
+					require.NoError(t, app.Rollback())
+				}
+				return weak.Make(unsafe.StringData(l.Get("le"))), weak.Make(unsafe.StringData(e.Labels.Get("trace_id")))
+			}()
+			// Hold the pooled transaction through the collections (they
+			// empty the pool): it is the one this goroutine just put back.
+			held := txnPool.Get().(*txn)
+			require.GreaterOrEqual(t, cap(held.refs), 1+others, "got the transaction back")
+			require.True(t, collected(series, trace), "the pooled transaction pins the caller's labels")
+			runtime.KeepAlive(held)
+			txnPool.Put(held)
+			if commit {
+				got := selectAll(t, s)
+				require.Len(t, got, 1)
+				require.Equal(t, `{__name__="http_request_duration_seconds_bucket", le="0.25"}`, got[0].SeriesLabels.String())
+				require.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", got[0].Exemplars[0].Labels.Get("trace_id"))
+			} else {
+				require.Zero(t, s.Stats().Exemplars)
+			}
+		})
+	}
 }

@@ -327,7 +327,7 @@ func TestEncodeHexAgreesWithTheDigitTable(t *testing.T) {
 // and equal sets encode to equal bytes whichever form they take.
 func TestShortLabelSetsAreKeptAsTheirText(t *testing.T) {
 	var syms symbolTable
-	var d labelDecoder
+	d := labelDecoder{b: labels.NewScratchBuilder(2)}
 	for n := 0; n <= maxTextBytes+3; n++ {
 		for _, mk := range []func(int) labels.Labels{
 			func(n int) labels.Labels { return labels.FromStrings("a", strings.Repeat("v", max(0, n-3))) },

@@ -460,22 +460,3 @@ func checkNewSeriesLabels(ls labels.Labels) error {
 	}
 	return nil
 }
-
-// copyLabels returns a deep copy of ls: no string of the result shares memory
-// with ls, whatever the labels build.
-func (d *labelDecoder) copyLabels(ls labels.Labels) labels.Labels {
-	if ls.IsEmpty() {
-		return labels.EmptyLabels()
-	}
-	d.b.Reset()
-	ls.Range(func(l labels.Label) {
-		name := d.arenaString(len(l.Name), func(dst []byte) { copy(dst, l.Name) })
-		value := d.arenaString(len(l.Value), func(dst []byte) { copy(dst, l.Value) })
-		d.b.Add(name, value)
-	})
-	out := d.b.Labels()
-	if builderCopiesStrings {
-		d.arena = d.arena[:0]
-	}
-	return out
-}

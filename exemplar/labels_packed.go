@@ -145,3 +145,21 @@ func appendShortText(dst []byte, ls labels.Labels) ([]byte, bool) {
 	})
 	return dst, true
 }
+
+// appendLabelText appends the labels packed, as series labels are stored.
+func appendLabelText(dst []byte, ls labels.Labels) []byte { return appendPacked(dst, ls) }
+
+// labelsFromText sets *into to the labels packed in text, as views of text
+// in this build: into is valid while text is unchanged and until b is used
+// again.
+func labelsFromText(text []byte, b *labels.ScratchBuilder, into *labels.Labels) {
+	t := unsafe.String(unsafe.SliceData(text), len(text))
+	b.Reset()
+	for i := 0; i < len(t); {
+		var name, value string
+		name, i = nextPacked(t, i)
+		value, i = nextPacked(t, i)
+		b.Add(name, value)
+	}
+	b.Overwrite(into)
+}

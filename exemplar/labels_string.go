@@ -5,6 +5,8 @@ package exemplar
 import (
 	"hash/maphash"
 	"slices"
+	"strings"
+	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 )
@@ -48,24 +50,68 @@ func hashSeriesLabels(seed maphash.Seed, l labels.Labels) uint64 { return maphas
 func plainLenHint(ls labels.Labels) int { return int(ls.ByteSize()) }
 
 // appendShortText appends textMark and the labels' plain text if that is
-// between 1 and maxTextBytes long. The text is the labels' own bytes, in the
-// layout textLayoutHolds checked when the package loaded.
+// between 1 and maxTextBytes long.
 func appendShortText(dst []byte, ls labels.Labels) ([]byte, bool) {
 	n := int(ls.ByteSize())
 	if n == 0 || n > maxTextBytes || !textLayoutHolds {
 		return dst, false
 	}
-	dst = append(dst, textMark)
-	at := len(dst)
-	dst = slices.Grow(dst, n)[:at+n]
-	copy(dst[at:], ls.Bytes(dst[at:at])) // Bytes writes in place when it fits
-	return dst, true
+	return appendLabelText(append(dst, textMark), ls), true
 }
 
-// textLayoutHolds says Labels.Bytes is each name and value after a length
-// byte, as the stringlabels build of Prometheus v0.315.0 writes it: Bytes is
-// documented as opaque, so a Prometheus upgrade that changes it turns the
-// short form off rather than corrupting anything.
+// appendLabelText appends the labels' text: each name and value after its
+// length, one byte up to 254, else 255 and three bytes little-endian. Where
+// textLayoutHolds that is the labels' own bytes, copied in one move.
+func appendLabelText(dst []byte, ls labels.Labels) []byte {
+	if !textLayoutHolds {
+		ls.Range(func(l labels.Label) { dst = appendText(appendText(dst, l.Name), l.Value) })
+		return dst
+	}
+	at, n := len(dst), int(ls.ByteSize())
+	dst = slices.Grow(dst, n)[:at+n]
+	copy(dst[at:], ls.Bytes(dst[at:at])) // Bytes writes in place when it fits
+	return dst
+}
+
+func appendText(b []byte, s string) []byte {
+	if n := len(s); n < 255 {
+		b = append(b, byte(n))
+	} else {
+		b = append(b, 255, byte(n), byte(n>>8), byte(n>>16))
+	}
+	return append(b, s...)
+}
+
+func textField(t string, i int) (string, int) {
+	n := int(t[i])
+	i++
+	if n == 255 {
+		n = int(t[i]) | int(t[i+1])<<8 | int(t[i+2])<<16
+		i += 3
+	}
+	return t[i : i+n], i + n
+}
+
+// labelsFromText sets *into to the labels whose text (appendLabelText) is
+// text, in b's memory: into is valid until b is used again.
+func labelsFromText(text []byte, b *labels.ScratchBuilder, into *labels.Labels) {
+	t := unsafe.String(unsafe.SliceData(text), len(text))
+	b.Reset()
+	for i := 0; i < len(t); {
+		var name, value string
+		name, i = textField(t, i)
+		value, i = textField(t, i)
+		b.Add(name, value)
+	}
+	b.Overwrite(into)
+}
+
+// textLayoutHolds says Labels.Bytes is the text appendLabelText writes, as the
+// stringlabels build of Prometheus v0.315.0 writes it: Bytes is documented as
+// opaque, so a Prometheus upgrade that changes it makes this package build
+// the text label by label instead of misreading it.
 var textLayoutHolds = func() bool {
-	return string(labels.FromStrings("a", "bc", "d", "").Bytes(nil)) == "\x01a\x02bc\x01d\x00"
+	long := strings.Repeat("v", 300)
+	want := appendText(appendText(appendText(appendText(nil, "a"), long), "d"), "")
+	return string(labels.FromStrings("a", long, "d", "").Bytes(nil)) == string(want)
 }()
