@@ -36,6 +36,10 @@ import (
 // labels that do); the exemplar's copy is made then. A ref the transaction has
 // not seen is refused with ErrUnknownSeriesRef, as the head refuses a ref it
 // does not hold.
+//
+// A transaction copies its pending labels into one buffer, reused by later
+// transactions once Commit or Rollback has cleared it: a request does not
+// allocate per exemplar.
 func Appendable(next storage.Appendable, s *Store) storage.Appendable {
 	return appendable{next: next, store: s}
 }
@@ -131,14 +135,14 @@ func (t *txn) lookup(ref storage.SeriesRef) (labels.Labels, bool) {
 // than a large request's worth of memory.
 func (t *txn) release() {
 	const keep = 1 << 20
+	if cap(t.text) > keep || cap(t.pending) > keep/64 || cap(t.refs) > keep/32 || len(t.byRef) > keep/32 {
+		*t = txn{seriesB: t.seriesB, labelsB: t.labelsB}
+	}
 	clear(t.refs)
 	clear(t.byRef)
 	clear(t.pending)
 	t.pending, t.text, t.refs, t.indexed = t.pending[:0], t.text[:0], t.refs[:0], 0
 	t.series, t.exLabels = labels.EmptyLabels(), labels.EmptyLabels()
-	if cap(t.text) > keep || cap(t.pending) > keep/64 || cap(t.refs) > keep/32 || len(t.byRef) > keep/32 {
-		*t = txn{seriesB: t.seriesB, labelsB: t.labelsB}
-	}
 	txnPool.Put(t)
 }
 
