@@ -335,6 +335,11 @@ func newSymbolsCost(ls labels.Labels, syms *symbolTable) (cost int64) {
 type labelDecoder struct {
 	b     labels.ScratchBuilder
 	arena []byte
+	// slab holds the labels handed out, many sets to an allocation, where a
+	// labels.Labels is a slice (slicelabels); from is where the set being
+	// decoded starts.
+	slab []labels.Label
+	from int
 }
 
 // arenaString appends n bytes produced by fill to the arena and returns them as
@@ -364,7 +369,7 @@ func (d *labelDecoder) decode(enc []byte, syms *symbolTable) (labels.Labels, err
 	if len(enc) == 0 {
 		return labels.EmptyLabels(), nil
 	}
-	d.b.Reset()
+	d.reset()
 	if enc[0] == textMark {
 		return d.decodeText(enc[1:])
 	}
@@ -407,13 +412,9 @@ func (d *labelDecoder) decode(enc []byte, syms *symbolTable) (labels.Labels, err
 			value = d.arenaString(vlen, func(dst []byte) { copy(dst, raw) })
 			i += vlen
 		}
-		d.b.Add(name, value)
+		d.add(name, value)
 	}
-	ls := d.b.Labels()
-	if builderCopiesStrings {
-		d.arena = d.arena[:0]
-	}
-	return ls, nil
+	return d.finish(), nil
 }
 
 // decodeText decodes a short set's plain text.
@@ -428,16 +429,12 @@ func (d *labelDecoder) decodeText(text []byte) (labels.Labels, error) {
 		field[f] = d.arenaString(n, func(dst []byte) { copy(dst, raw) })
 		i += 1 + n
 		if f == 1 {
-			d.b.Add(field[0], field[1])
+			d.add(field[0], field[1])
 		} else if i == len(text) {
 			return labels.EmptyLabels(), errCorrupt // a name without a value
 		}
 	}
-	ls := d.b.Labels()
-	if builderCopiesStrings {
-		d.arena = d.arena[:0]
-	}
-	return ls, nil
+	return d.finish(), nil
 }
 
 // errCorrupt can only come from a bug in this package; tests assert it never
