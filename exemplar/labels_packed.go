@@ -4,7 +4,6 @@ package exemplar
 
 import (
 	"encoding/binary"
-	"strings"
 	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -78,47 +77,22 @@ func storedGet(s storedSeriesLabels, name string) string {
 	return ""
 }
 
-func storedLabels(s storedSeriesLabels, b *labels.ScratchBuilder) labels.Labels {
+// storedLabels returns the labels of s; their strings are views of s, which
+// never changes.
+func storedLabels(s storedSeriesLabels, d *labelDecoder) labels.Labels {
 	p := string(s)
-	b.Reset()
+	d.reset()
 	for i := 0; i < len(p); {
 		var n, v string
 		n, i = nextPacked(p, i)
 		v, i = nextPacked(p, i)
-		b.Add(n, v)
+		d.add(n, v)
 	}
-	return b.Labels()
+	return d.finish()
 }
 
 // seriesLabelCost is what storeSeriesLabels(ls) would hold.
 func seriesLabelCost(ls labels.Labels) int64 { return allocSize(int64(packedLen(ls)), false) }
-
-// compareStored orders stored labels as labels.Compare orders labels: by
-// name, then value, label by label; a prefix first.
-func compareStored(a, b storedSeriesLabels) int {
-	pa, pb := string(a), string(b)
-	i, j := 0, 0
-	for i < len(pa) && j < len(pb) {
-		var na, va, nb, vb string
-		na, i = nextPacked(pa, i)
-		va, i = nextPacked(pa, i)
-		nb, j = nextPacked(pb, j)
-		vb, j = nextPacked(pb, j)
-		if na != nb {
-			return strings.Compare(na, nb)
-		}
-		if va != vb {
-			return strings.Compare(va, vb)
-		}
-	}
-	switch {
-	case i < len(pa):
-		return 1
-	case j < len(pb):
-		return -1
-	}
-	return 0
-}
 
 // plainLenHint estimates the plain encoding's length for encodeLabels: at
 // least a name byte and a length byte per label besides its value.

@@ -33,13 +33,10 @@ func storedEqual(s storedSeriesLabels, ls labels.Labels, _ *[]byte) bool { retur
 
 func storedGet(s storedSeriesLabels, name string) string { return s.Get(name) }
 
-func storedLabels(s storedSeriesLabels, _ *labels.ScratchBuilder) labels.Labels { return s }
+func storedLabels(s storedSeriesLabels, _ *labelDecoder) labels.Labels { return s }
 
 // seriesLabelCost is what storeSeriesLabels(ls) would hold.
 func seriesLabelCost(ls labels.Labels) int64 { return allocSize(int64(ls.ByteSize()), false) }
-
-// compareStored orders stored labels as labels.Compare orders labels.
-func compareStored(a, b storedSeriesLabels) int { return labels.Compare(a, b) }
 
 // hashSeriesLabels hashes the labels' single string in place (AES-based where
 // the CPU has it), with no copy.

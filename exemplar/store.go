@@ -955,8 +955,9 @@ func (s *Store) Select(start, end int64, matchers ...[]*labels.Matcher) ([]exemp
 }
 
 type selectHit struct {
-	id uint32
-	n  int
+	id   uint32
+	n    int
+	lbls labels.Labels // the series', as Select returns them
 }
 
 func (s *Store) selectLocked(start, end int64, matchers [][]*labels.Matcher) []exemplar.QueryResult {
@@ -995,7 +996,7 @@ func (s *Store) selectLocked(start, end int64, matchers [][]*labels.Matcher) []e
 			p = sl.next
 		}
 		if n > 0 {
-			hits = append(hits, selectHit{uint32(id), n})
+			hits = append(hits, selectHit{id: uint32(id), n: n})
 			total += n
 		}
 	}
@@ -1003,14 +1004,16 @@ func (s *Store) selectLocked(start, end int64, matchers [][]*labels.Matcher) []e
 	if len(hits) == 0 {
 		return ret
 	}
-	// Sort the hits, not the results: moving two integers is cheaper than
-	// moving results full of pointers.
-	sortHits(s, hits)
+	d := labelDecoder{b: labels.NewScratchBuilder(4)}
+	// Sort the hits, not the results, which are bigger to move; by labels
+	// decoded once each, not once per comparison.
+	for i := range hits {
+		hits[i].lbls = storedLabels(s.series.at(hits[i].id).lbls, &d)
+	}
+	slices.SortFunc(hits, func(a, b selectHit) int { return labels.Compare(a.lbls, b.lbls) })
 	all := make([]exemplar.Exemplar, total)
 	w := workPool.Get().(*work)
 	defer workPool.Put(w)
-	d := labelDecoder{b: labels.NewScratchBuilder(4)}
-	sb := labels.NewScratchBuilder(8)
 	for _, h := range hits {
 		ser := s.series.at(h.id)
 		exs := all[:h.n:h.n]
@@ -1028,15 +1031,9 @@ func (s *Store) selectLocked(start, end int64, matchers [][]*labels.Matcher) []e
 			}
 			p = sl.next
 		}
-		ret = append(ret, exemplar.QueryResult{SeriesLabels: storedLabels(ser.lbls, &sb), Exemplars: exs})
+		ret = append(ret, exemplar.QueryResult{SeriesLabels: h.lbls, Exemplars: exs})
 	}
 	return ret
-}
-
-func sortHits(s *Store, hits []selectHit) {
-	slices.SortFunc(hits, func(a, b selectHit) int {
-		return compareStored(s.series.at(a.id).lbls, s.series.at(b.id).lbls)
-	})
 }
 
 func matchesSomeSet(ls storedSeriesLabels, sets [][]*labels.Matcher) bool {
@@ -1067,7 +1064,6 @@ func (s *Store) IterateExemplars(f func(seriesLabels labels.Labels, e exemplar.E
 		cutoff = s.ageCutoff()
 	}
 	d := labelDecoder{b: labels.NewScratchBuilder(4)}
-	sb := labels.NewScratchBuilder(8)
 	for p := r.head; p != r.tail; {
 		sl := r.at(p)
 		if sl.seriesID() != deadSeries && sl.ts >= cutoff {
@@ -1076,7 +1072,7 @@ func (s *Store) IterateExemplars(f func(seriesLabels labels.Labels, e exemplar.E
 				return err
 			}
 			e := exemplar.Exemplar{Labels: ls, Value: sl.value, Ts: sl.ts, HasTs: sl.hasTs()}
-			if err := f(storedLabels(s.series.at(sl.seriesID()).lbls, &sb), e); err != nil {
+			if err := f(storedLabels(s.series.at(sl.seriesID()).lbls, &d), e); err != nil {
 				return err
 			}
 		}
