@@ -68,7 +68,10 @@ type txn struct {
 	refs    []refLabels
 	byRef   map[storage.SeriesRef]labels.Labels
 	indexed int
-	// Commit's views of one pending exemplar's labels, rebuilt in place.
+	// Commit's views of one pending exemplar's labels, rebuilt in place by
+	// two builders sharing syms (dedupelabels interns every name and value
+	// they rebuild there; the other builds have no table).
+	syms             *labels.SymbolTable
 	seriesB, labelsB labels.ScratchBuilder
 	series, exLabels labels.Labels
 }
@@ -86,8 +89,16 @@ type refLabels struct {
 }
 
 var txnPool = sync.Pool{New: func() any {
-	return &txn{seriesB: labels.NewScratchBuilder(8), labelsB: labels.NewScratchBuilder(4)}
+	t := &txn{}
+	t.newBuilders()
+	return t
 }}
+
+func (t *txn) newBuilders() {
+	t.syms = labels.NewSymbolTable()
+	t.seriesB = labels.NewScratchBuilderWithSymbolTable(t.syms, 8)
+	t.labelsB = labels.NewScratchBuilderWithSymbolTable(t.syms, 4)
+}
 
 func (t *txn) add(l labels.Labels, e exemplar.Exemplar) {
 	from := len(t.text)
@@ -134,9 +145,15 @@ func (t *txn) lookup(ref storage.SeriesRef) (labels.Labels, bool) {
 // release returns t to the pool holding nothing of the caller's, and no more
 // than a large request's worth of memory.
 func (t *txn) release() {
-	const keep = 1 << 20
-	if cap(t.text) > keep || cap(t.pending) > keep/64 || cap(t.refs) > keep/32 || len(t.byRef) > keep/32 {
-		*t = txn{seriesB: t.seriesB, labelsB: t.labelsB}
+	const keep, keepSymbols = 1 << 20, 4096
+	switch {
+	case cap(t.text) > keep || cap(t.pending) > keep/64 || cap(t.refs) > keep/32 || len(t.byRef) > keep/32:
+		// The builders hold views of the text and a copy of its largest
+		// label set: they go with it.
+		*t = txn{}
+		t.newBuilders()
+	case t.syms.Len() > keepSymbols:
+		t.newBuilders()
 	}
 	clear(t.refs)
 	clear(t.byRef)

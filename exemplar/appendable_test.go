@@ -369,8 +369,29 @@ func TestAppendableDoesNotPoolAHugeTransactionsMemory(t *testing.T) {
 	}
 	tx := app.(*appender).txn
 	require.Greater(t, cap(tx.text), 1<<20)
+	text := weak.Make(unsafe.SliceData(tx.text))
 	require.NoError(t, app.Commit())
 	require.LessOrEqual(t, cap(tx.text), 1<<20)
 	require.Zero(t, cap(tx.pending))
+	require.True(t, collected(text), "the pooled transaction (its builders) keeps the huge text alive")
+	runtime.KeepAlive(tx)
 	require.Equal(t, int64(100), s.Stats().Exemplars)
+}
+
+// With dedupelabels, rebuilding labels at Commit interns every value in the
+// builders' symbol table: a pooled transaction must not keep them all.
+func TestAppendablePooledTransactionsStayBounded(t *testing.T) {
+	s := mustNew(t, Options{MaxExemplars: 100})
+	a := Appendable(appendableFunc(func(context.Context) storage.Appender { return &countingAppender{} }), s)
+	series := labels.FromStrings("__name__", "m")
+	for r := range 20 {
+		app := a.Appender(context.Background())
+		for i := range 500 {
+			_, err := app.AppendExemplar(0, series, exemplar.Exemplar{Labels: traceID(r*500 + i), Value: 1, Ts: int64(r*500 + i), HasTs: true})
+			require.NoError(t, err)
+		}
+		tx := app.(*appender).txn
+		require.NoError(t, app.Commit())
+		require.LessOrEqual(t, tx.syms.Len(), 4096, "request %d", r)
+	}
 }

@@ -350,6 +350,12 @@ func TestShortLabelSetsAreKeptAsTheirText(t *testing.T) {
 			again, _, err := encodeLabels(nil, mk(n), &syms)
 			require.NoError(t, err)
 			require.Equal(t, enc, again, "the form depends on the set alone")
+			// A set with other values encodes differently, whichever form.
+			b := labels.NewScratchBuilder(2)
+			ls.Range(func(l labels.Label) { b.Add(l.Name, l.Value+"x") })
+			other, _, err := encodeLabels(nil, b.Labels(), &syms)
+			require.NoError(t, err)
+			require.NotEqual(t, enc, other, "%v", ls)
 			got, err := d.decode(enc, &syms)
 			require.NoError(t, err)
 			require.True(t, labels.Equal(ls, got), "%v decoded as %v", ls, got)
