@@ -120,6 +120,10 @@
 //     everything else.
 //   - IterateExemplars calls its function under the store's read lock; the
 //     function must not add to the store (as with Prometheus).
+//   - With slicelabels, the labels Select and IterateExemplars return are
+//     pieces of shared blocks (up to 256 labels, and 4 KiB of values): a
+//     caller that keeps one exemplar's labels keeps its block. Nothing in a
+//     block is shared with the store or ever written again.
 //   - A Budget picks its victim by scanning its stores: fine for hundreds or a
 //     few thousand tenants. It judges the other stores by what they last
 //     published, so with tenants adding concurrently the up-front
