@@ -46,6 +46,15 @@ func closeBenchStore(s benchStore) {
 	}
 }
 
+// histogramSeries returns n bucket series of one histogram, one per instance.
+func histogramSeries(n int) []labels.Labels {
+	series := make([]labels.Labels, n)
+	for i := range series {
+		series[i] = labels.FromStrings("__name__", "http_request_duration_seconds_bucket", "instance", fmt.Sprintf("host-%d:9090", i), "le", "0.5")
+	}
+	return series
+}
+
 // hexTraceIDs returns n distinct 32-hex trace id label sets.
 func hexTraceIDs(n int) []labels.Labels {
 	out := make([]labels.Labels, n)
@@ -177,10 +186,7 @@ func BenchmarkAddExemplarOutOfOrder(b *testing.B) {
 // trace ids, timestamps strictly increasing.
 func BenchmarkAddExemplarSteadyState(b *testing.B) {
 	const capacity, nSeries = 100_000, 1000
-	series := make([]labels.Labels, nSeries)
-	for i := range series {
-		series[i] = labels.FromStrings("__name__", "http_request_duration_seconds_bucket", "instance", fmt.Sprintf("host-%d:9090", i), "le", "0.5")
-	}
+	series := histogramSeries(nSeries)
 	ids := hexTraceIDs(1 << 16)
 	for _, impl := range impls {
 		b.Run("impl="+impl, func(b *testing.B) {
@@ -322,10 +328,7 @@ func BenchmarkSelect(b *testing.B) {
 // a store filled to capacity with distinct 32-hex trace ids.
 func BenchmarkHeapPerExemplar(b *testing.B) {
 	for _, c := range []struct{ capacity, series int }{{100_000, 1000}, {1_000_000, 1000}, {1_000_000, 100_000}} {
-		series := make([]labels.Labels, c.series)
-		for i := range series {
-			series[i] = labels.FromStrings("__name__", "http_request_duration_seconds_bucket", "instance", fmt.Sprintf("host-%d:9090", i), "le", "0.5")
-		}
+		series := histogramSeries(c.series)
 		for _, impl := range impls {
 			b.Run(fmt.Sprintf("capacity=%d/series=%d/impl=%s", c.capacity, c.series, impl), func(b *testing.B) {
 				var perExemplar float64
@@ -361,10 +364,7 @@ func BenchmarkHeapPerExemplar(b *testing.B) {
 // exemplars to this store adds to a request.
 func BenchmarkAppendableRemoteWrite(b *testing.B) {
 	const nSeries, perRequest, capacity = 1000, 100, 100_000
-	series := make([]labels.Labels, nSeries)
-	for i := range series {
-		series[i] = labels.FromStrings("__name__", "http_request_duration_seconds_bucket", "instance", fmt.Sprintf("host-%d:9090", i), "le", "0.5")
-	}
+	series := histogramSeries(nSeries)
 	ids := hexTraceIDs(1 << 16)
 	for _, impl := range impls {
 		b.Run("impl="+impl, func(b *testing.B) {

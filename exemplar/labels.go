@@ -457,3 +457,18 @@ func checkNewSeriesLabels(ls labels.Labels) error {
 	}
 	return nil
 }
+
+// labelsFromText sets *into to the labels whose text (appendLabelText) is
+// text, in b's memory: into is valid until b is used again, and, where labels
+// are slices (slicelabels), while text is unchanged.
+func labelsFromText(text []byte, b *labels.ScratchBuilder, into *labels.Labels) {
+	t := unsafe.String(unsafe.SliceData(text), len(text))
+	b.Reset()
+	for i := 0; i < len(t); {
+		var name, value string
+		name, i = nextTextField(t, i)
+		value, i = nextTextField(t, i)
+		b.Add(name, value)
+	}
+	b.Overwrite(into)
+}

@@ -123,17 +123,5 @@ func appendShortText(dst []byte, ls labels.Labels) ([]byte, bool) {
 // appendLabelText appends the labels packed, as series labels are stored.
 func appendLabelText(dst []byte, ls labels.Labels) []byte { return appendPacked(dst, ls) }
 
-// labelsFromText sets *into to the labels packed in text, as views of text
-// in this build: into is valid while text is unchanged and until b is used
-// again.
-func labelsFromText(text []byte, b *labels.ScratchBuilder, into *labels.Labels) {
-	t := unsafe.String(unsafe.SliceData(text), len(text))
-	b.Reset()
-	for i := 0; i < len(t); {
-		var name, value string
-		name, i = nextPacked(t, i)
-		value, i = nextPacked(t, i)
-		b.Add(name, value)
-	}
-	b.Overwrite(into)
-}
+// nextTextField reads the name or value at i of appendLabelText's text.
+func nextTextField(t string, i int) (string, int) { return nextPacked(t, i) }

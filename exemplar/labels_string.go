@@ -6,7 +6,6 @@ import (
 	"hash/maphash"
 	"slices"
 	"strings"
-	"unsafe"
 
 	"github.com/prometheus/prometheus/model/labels"
 )
@@ -89,19 +88,8 @@ func textField(t string, i int) (string, int) {
 	return t[i : i+n], i + n
 }
 
-// labelsFromText sets *into to the labels whose text (appendLabelText) is
-// text, in b's memory: into is valid until b is used again.
-func labelsFromText(text []byte, b *labels.ScratchBuilder, into *labels.Labels) {
-	t := unsafe.String(unsafe.SliceData(text), len(text))
-	b.Reset()
-	for i := 0; i < len(t); {
-		var name, value string
-		name, i = textField(t, i)
-		value, i = textField(t, i)
-		b.Add(name, value)
-	}
-	b.Overwrite(into)
-}
+// nextTextField reads the name or value at i of appendLabelText's text.
+func nextTextField(t string, i int) (string, int) { return textField(t, i) }
 
 // textLayoutHolds says Labels.Bytes is the text appendLabelText writes, as the
 // stringlabels build of Prometheus v0.315.0 writes it: Bytes is documented as
