@@ -159,43 +159,62 @@ func (t *txn) release() {
 	clear(t.byRef)
 	clear(t.pending)
 	t.pending, t.text, t.refs, t.indexed = t.pending[:0], t.text[:0], t.refs[:0], 0
-	t.series, t.exLabels = labels.EmptyLabels(), labels.EmptyLabels()
 	txnPool.Put(t)
 }
 
-type appender struct {
-	storage.Appender
-	store *Store
-	txn   *txn // taken from txnPool when first needed, returned at Commit or Rollback
-	// lastRef spares recording every further sample of the same series.
-	lastRef storage.SeriesRef
-}
+// transaction is what both appenders share: the txn, taken from txnPool when
+// first needed and returned at Commit or Rollback.
+type transaction struct{ txn *txn }
 
-var _ storage.GetRef = (*appender)(nil)
-
-func (a *appender) transaction() *txn {
+func (a *transaction) open() *txn {
 	if a.txn == nil {
 		a.txn = txnPool.Get().(*txn)
 	}
 	return a.txn
 }
 
+// commit commits next and, if that succeeds, stores the pending exemplars in s.
+func (a *transaction) commit(next interface{ Commit() error }, s *Store) error {
+	t := a.txn
+	a.txn = nil
+	if t != nil {
+		defer t.release()
+	}
+	if err := next.Commit(); err != nil {
+		return err
+	}
+	if t != nil {
+		t.commit(s)
+	}
+	return nil
+}
+
+func (a *transaction) rollback(next interface{ Rollback() error }) error {
+	if t := a.txn; t != nil {
+		a.txn = nil
+		t.release()
+	}
+	return next.Rollback()
+}
+
+type appender struct {
+	storage.Appender
+	transaction
+	store *Store
+	// lastRef spares recording every further sample of the same series.
+	lastRef storage.SeriesRef
+}
+
+var _ storage.GetRef = (*appender)(nil)
+
 // remember records that next's appender knows l by ref.
 func (a *appender) remember(ref storage.SeriesRef, l labels.Labels) {
 	if ref == 0 || ref == a.lastRef || l.IsEmpty() {
 		return
 	}
-	t := a.transaction()
+	t := a.open()
 	t.refs = append(t.refs, refLabels{ref, l})
 	a.lastRef = ref
-}
-
-// forget ends the transaction and returns what it held but the pending
-// exemplars, which the caller still commits or drops.
-func (a *appender) forget() *txn {
-	t := a.txn
-	a.txn, a.lastRef = nil, 0
-	return t
 }
 
 func (a *appender) Append(ref storage.SeriesRef, l labels.Labels, t int64, v float64) (storage.SeriesRef, error) {
@@ -238,7 +257,7 @@ func (a *appender) AppendExemplar(ref storage.SeriesRef, l labels.Labels, e exem
 		}
 		return 0, err
 	}
-	a.transaction().add(l, e)
+	a.open().add(l, e)
 	if ref == 0 {
 		ref, _ = a.GetRef(l, l.Hash())
 	}
@@ -255,24 +274,13 @@ func (a *appender) GetRef(lset labels.Labels, hash uint64) (storage.SeriesRef, l
 }
 
 func (a *appender) Commit() error {
-	t := a.forget()
-	if t != nil {
-		defer t.release()
-	}
-	if err := a.Appender.Commit(); err != nil {
-		return err
-	}
-	if t != nil {
-		t.commit(a.store)
-	}
-	return nil
+	a.lastRef = 0
+	return a.commit(a.Appender, a.store)
 }
 
 func (a *appender) Rollback() error {
-	if t := a.forget(); t != nil {
-		t.release()
-	}
-	return a.Appender.Rollback()
+	a.lastRef = 0
+	return a.rollback(a.Appender)
 }
 
 // AppendableV2 is Appendable for Prometheus' AppenderV2 interface, where
@@ -295,8 +303,8 @@ func (a appendableV2) AppenderV2(ctx context.Context) storage.AppenderV2 {
 
 type appenderV2 struct {
 	storage.AppenderV2
+	transaction
 	store *Store
-	txn   *txn // taken from txnPool when first needed, returned at Commit or Rollback
 }
 
 var _ storage.GetRef = (*appenderV2)(nil)
@@ -324,10 +332,7 @@ func (a *appenderV2) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64
 			}
 			continue
 		}
-		if a.txn == nil {
-			a.txn = txnPool.Get().(*txn)
-		}
-		a.txn.add(ls, e)
+		a.open().add(ls, e)
 	}
 	return ref, partial.ToError()
 }
@@ -339,25 +344,6 @@ func (a *appenderV2) GetRef(lset labels.Labels, hash uint64) (storage.SeriesRef,
 	return 0, labels.EmptyLabels()
 }
 
-func (a *appenderV2) Commit() error {
-	t := a.txn
-	a.txn = nil
-	if t != nil {
-		defer t.release()
-	}
-	if err := a.AppenderV2.Commit(); err != nil {
-		return err
-	}
-	if t != nil {
-		t.commit(a.store)
-	}
-	return nil
-}
+func (a *appenderV2) Commit() error { return a.commit(a.AppenderV2, a.store) }
 
-func (a *appenderV2) Rollback() error {
-	if t := a.txn; t != nil {
-		a.txn = nil
-		t.release()
-	}
-	return a.AppenderV2.Rollback()
-}
+func (a *appenderV2) Rollback() error { return a.rollback(a.AppenderV2) }
