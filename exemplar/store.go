@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -1010,11 +1009,12 @@ func (s *Store) selectLocked(start, end int64, matchers [][]*labels.Matcher) []e
 	for i := range hits {
 		hits[i].lbls = storedLabels(s.series.at(hits[i].id).lbls, &d)
 	}
-	slices.SortFunc(hits, func(a, b selectHit) int { return labels.Compare(a.lbls, b.lbls) })
+	order := sortHits(hits)
 	all := make([]exemplar.Exemplar, total)
 	w := workPool.Get().(*work)
 	defer workPool.Put(w)
-	for _, h := range hits {
+	for _, o := range order {
+		h := &hits[o.hit]
 		ser := s.series.at(h.id)
 		exs := all[:h.n:h.n]
 		all = all[h.n:]
