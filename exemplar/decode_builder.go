@@ -1,4 +1,4 @@
-//go:build !slicelabels
+//go:build dedupelabels
 
 package exemplar
 

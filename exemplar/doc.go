@@ -120,10 +120,14 @@
 //     everything else.
 //   - IterateExemplars calls its function under the store's read lock; the
 //     function must not add to the store (as with Prometheus).
-//   - With slicelabels, the labels Select and IterateExemplars return are
-//     pieces of shared blocks (up to 256 labels, and 4 KiB of values): a
-//     caller that keeps one exemplar's labels keeps its block. Nothing in a
-//     block is shared with the store or ever written again.
+//   - The exemplar labels Select and IterateExemplars return are pieces of
+//     shared blocks (4 KiB of text in the default build; up to 256 labels and
+//     4 KiB of values with slicelabels): a caller that keeps one exemplar's
+//     labels keeps its block. Nothing in a block is shared with the store or
+//     ever written again. In the default build each set is a view of its
+//     block, made through unsafe after a load-time check that labels.Labels
+//     is still one string of that text; if a Prometheus upgrade changes
+//     that, each set is built and copied instead (one allocation per set).
 //   - A Budget picks its victim by scanning its stores: fine for hundreds or a
 //     few thousand tenants. It judges the other stores by what they last
 //     published, so with tenants adding concurrently the up-front

@@ -340,6 +340,9 @@ type labelDecoder struct {
 	// decoded starts.
 	slab []labels.Label
 	from int
+	// text holds the text of the label sets handed out, many to an
+	// allocation, where a labels.Labels is that text (stringlabels).
+	text []byte
 }
 
 // arenaString appends n bytes produced by fill to the arena and returns them as
@@ -396,42 +399,20 @@ func (d *labelDecoder) decode(enc []byte, syms *symbolTable) (labels.Labels, err
 		}
 		i += w
 		vlen := int(hdr >> 1)
-		var value string
 		if hdr&1 == 1 {
 			if len(enc)-i < vlen/2 {
 				return labels.EmptyLabels(), errCorrupt
 			}
 			raw := enc[i : i+vlen/2]
-			value = d.arenaString(vlen, func(dst []byte) { encodeHex(dst, raw) })
+			d.addFilled(name, vlen, func(dst []byte) { encodeHex(dst, raw) })
 			i += vlen / 2
 		} else {
 			if len(enc)-i < vlen {
 				return labels.EmptyLabels(), errCorrupt
 			}
 			raw := enc[i : i+vlen]
-			value = d.arenaString(vlen, func(dst []byte) { copy(dst, raw) })
+			d.addFilled(name, vlen, func(dst []byte) { copy(dst, raw) })
 			i += vlen
-		}
-		d.add(name, value)
-	}
-	return d.finish(), nil
-}
-
-// decodeText decodes a short set's plain text.
-func (d *labelDecoder) decodeText(text []byte) (labels.Labels, error) {
-	var field [2]string
-	for i, f := 0, 0; i < len(text); f ^= 1 {
-		n := int(text[i])
-		if len(text)-i-1 < n {
-			return labels.EmptyLabels(), errCorrupt
-		}
-		raw := text[i+1 : i+1+n]
-		field[f] = d.arenaString(n, func(dst []byte) { copy(dst, raw) })
-		i += 1 + n
-		if f == 1 {
-			d.add(field[0], field[1])
-		} else if i == len(text) {
-			return labels.EmptyLabels(), errCorrupt // a name without a value
 		}
 	}
 	return d.finish(), nil
@@ -462,6 +443,12 @@ func checkNewSeriesLabels(ls labels.Labels) error {
 // text, in b's memory: into is valid until b is used again, and, where labels
 // are slices (slicelabels), while text is unchanged.
 func labelsFromText(text []byte, b *labels.ScratchBuilder, into *labels.Labels) {
+	addTextTo(b, text)
+	b.Overwrite(into)
+}
+
+// addTextTo resets b and adds the labels whose text is text.
+func addTextTo(b *labels.ScratchBuilder, text []byte) {
 	t := unsafe.String(unsafe.SliceData(text), len(text))
 	b.Reset()
 	for i := 0; i < len(t); {
@@ -470,5 +457,4 @@ func labelsFromText(text []byte, b *labels.ScratchBuilder, into *labels.Labels) 
 		value, i = nextTextField(t, i)
 		b.Add(name, value)
 	}
-	b.Overwrite(into)
 }

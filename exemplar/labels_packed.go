@@ -125,3 +125,28 @@ func appendLabelText(dst []byte, ls labels.Labels) []byte { return appendPacked(
 
 // nextTextField reads the name or value at i of appendLabelText's text.
 func nextTextField(t string, i int) (string, int) { return nextPacked(t, i) }
+
+// decodeText decodes a short set's plain text.
+func (d *labelDecoder) decodeText(text []byte) (labels.Labels, error) {
+	var field [2]string
+	for i, f := 0, 0; i < len(text); f ^= 1 {
+		n := int(text[i])
+		if len(text)-i-1 < n {
+			return labels.EmptyLabels(), errCorrupt
+		}
+		raw := text[i+1 : i+1+n]
+		field[f] = d.arenaString(n, func(dst []byte) { copy(dst, raw) })
+		i += 1 + n
+		if f == 1 {
+			d.add(field[0], field[1])
+		} else if i == len(text) {
+			return labels.EmptyLabels(), errCorrupt // a name without a value
+		}
+	}
+	return d.finish(), nil
+}
+
+// addFilled adds the label name with the n-byte value fill writes.
+func (d *labelDecoder) addFilled(name string, n int, fill func(dst []byte)) {
+	d.add(name, d.arenaString(n, fill))
+}

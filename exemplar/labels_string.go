@@ -69,13 +69,13 @@ func appendLabelText(dst []byte, ls labels.Labels) []byte {
 	return dst
 }
 
-func appendText(b []byte, s string) []byte {
-	if n := len(s); n < 255 {
-		b = append(b, byte(n))
-	} else {
-		b = append(b, 255, byte(n), byte(n>>8), byte(n>>16))
+func appendText(b []byte, s string) []byte { return append(appendSize(b, len(s)), s...) }
+
+func appendSize(b []byte, n int) []byte {
+	if n < 255 {
+		return append(b, byte(n))
 	}
-	return append(b, s...)
+	return append(b, 255, byte(n), byte(n>>8), byte(n>>16))
 }
 
 func textField(t string, i int) (string, int) {
