@@ -9,9 +9,14 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 )
 
+// seriesKey is what finds a series: here its labels themselves.
+type seriesKey = labels.Labels
+
+func newSeriesKey(ls labels.Labels, _ []byte) seriesKey { return ls }
+
 // storedEqual compares in place, label by label, stopping at the first
 // difference: this runs on every add.
-func storedEqual(s storedSeriesLabels, ls labels.Labels, _ *[]byte) bool {
+func storedEqual(s storedSeriesLabels, ls seriesKey) bool {
 	p, i := string(s), 0
 	err := ls.Validate(func(l labels.Label) error {
 		if i >= len(p) {
@@ -33,7 +38,7 @@ func storedEqual(s storedSeriesLabels, ls labels.Labels, _ *[]byte) bool {
 
 var errDiffer = errors.New("labels differ")
 
-// hashSeriesLabels mixes Prometheus' hash of l with the seed.
-func hashSeriesLabels(seed maphash.Seed, l labels.Labels) uint64 {
-	return maphash.Comparable(seed, l.Hash())
+// hashSeriesKey mixes Prometheus' hash of the labels with the seed.
+func hashSeriesKey(seed maphash.Seed, k seriesKey) uint64 {
+	return maphash.Comparable(seed, k.Hash())
 }

@@ -11,24 +11,11 @@ import (
 // With slicelabels a labels.Labels is a []labels.Label: these run on every
 // add, so they walk it directly.
 
-// storedEqual packs ls into scratch and compares the bytes: the hash has
-// already matched, so this nearly always confirms equality.
-func storedEqual(s storedSeriesLabels, ls labels.Labels, scratch *[]byte) bool {
-	b := (*scratch)[:0]
-	for _, l := range ls {
-		b = appendUvarint(b, uint64(len(l.Name)))
-		b = append(b, l.Name...)
-		b = appendUvarint(b, uint64(len(l.Value)))
-		b = append(b, l.Value...)
-	}
-	*scratch = b
-	return string(b) == string(s)
-}
+// seriesKey is what finds a series: its labels packed as the store keeps
+// them, packed once per add (into the caller's buffer) to hash and to compare.
+type seriesKey []byte
 
-// hashSeriesLabels hashes the labels packed as the store keeps them, with
-// the seeded maphash (one AES-based pass where the CPU has it).
-func hashSeriesLabels(seed maphash.Seed, ls labels.Labels) uint64 {
-	var buf [256]byte
+func newSeriesKey(ls labels.Labels, buf []byte) seriesKey {
 	b := buf[:0]
 	for _, l := range ls {
 		b = appendUvarint(b, uint64(len(l.Name)))
@@ -36,8 +23,14 @@ func hashSeriesLabels(seed maphash.Seed, ls labels.Labels) uint64 {
 		b = appendUvarint(b, uint64(len(l.Value)))
 		b = append(b, l.Value...)
 	}
-	return maphash.Bytes(seed, b)
+	return b
 }
+
+func storedEqual(s storedSeriesLabels, k seriesKey) bool { return string(k) == string(s) }
+
+// hashSeriesKey hashes with the seeded maphash (one AES-based pass where the
+// CPU has it).
+func hashSeriesKey(seed maphash.Seed, k seriesKey) uint64 { return maphash.Bytes(seed, k) }
 
 // The decoder hands out label sets as pieces of one slab: Select returned a
 // []labels.Label allocation per exemplar (10,000 in a query over 1,000

@@ -28,7 +28,12 @@ func storeSeriesLabels(ls labels.Labels) (storedSeriesLabels, int64) {
 
 func storedSize(s storedSeriesLabels) int64 { return allocSize(int64(s.ByteSize()), false) }
 
-func storedEqual(s storedSeriesLabels, ls labels.Labels, _ *[]byte) bool { return labels.Equal(s, ls) }
+// seriesKey is what finds a series: here its labels themselves, one string.
+type seriesKey = labels.Labels
+
+func newSeriesKey(ls labels.Labels, _ []byte) seriesKey { return ls }
+
+func storedEqual(s storedSeriesLabels, k seriesKey) bool { return labels.Equal(s, k) }
 
 func storedGet(s storedSeriesLabels, name string) string { return s.Get(name) }
 
@@ -37,9 +42,9 @@ func storedLabels(s storedSeriesLabels, _ *labelDecoder) labels.Labels { return 
 // seriesLabelCost is what storeSeriesLabels(ls) would hold.
 func seriesLabelCost(ls labels.Labels) int64 { return allocSize(int64(ls.ByteSize()), false) }
 
-// hashSeriesLabels hashes the labels' single string in place (AES-based where
+// hashSeriesKey hashes the labels' single string in place (AES-based where
 // the CPU has it), with no copy.
-func hashSeriesLabels(seed maphash.Seed, l labels.Labels) uint64 { return maphash.Comparable(seed, l) }
+func hashSeriesKey(seed maphash.Seed, k seriesKey) uint64 { return maphash.Comparable(seed, k) }
 
 // plainLenHint estimates the plain encoding's length for encodeLabels: the
 // labels' own encoded size, which this build knows without a pass.

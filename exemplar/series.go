@@ -53,7 +53,7 @@ func seriesTableBytes(capacity int) int64 {
 func indexBytes(size int) int64 { return allocSize(int64(size)*4, false) }
 
 // find returns the id of the series with labels ls.
-func (t *seriesTable) find(hash uint64, ls labels.Labels, scratch *[]byte) (uint32, bool) {
+func (t *seriesTable) find(hash uint64, k seriesKey) (uint32, bool) {
 	if t.n == 0 {
 		return 0, false
 	}
@@ -64,7 +64,7 @@ func (t *seriesTable) find(hash uint64, ls labels.Labels, scratch *[]byte) (uint
 			return 0, false
 		}
 		s := t.at(v - 1)
-		if s.hash == hash && storedEqual(s.lbls, ls, scratch) {
+		if s.hash == hash && storedEqual(s.lbls, k) {
 			return v - 1, true
 		}
 	}

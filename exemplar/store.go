@@ -87,7 +87,7 @@ type counters struct {
 // insertion point judge found for an out-of-order exemplar, so insert need
 // not walk the series again (valid while no series and no slot moved).
 type work struct {
-	enc, stored, series []byte
+	enc, stored []byte
 
 	hint        uint32
 	hintOK      bool
@@ -106,9 +106,6 @@ func (w *work) trim() {
 	}
 	if cap(w.stored) > keep {
 		w.stored = nil
-	}
-	if cap(w.series) > keep {
-		w.series = nil
 	}
 }
 
@@ -150,9 +147,11 @@ func New(o Options) (*Store, error) {
 // require before it returns.
 func (s *Store) AddExemplar(l labels.Labels, e exemplar.Exemplar) error {
 	seriesErr := checkSeriesLabels(l)
+	var buf [keyBuffer]byte
+	key := newSeriesKey(l, buf[:0])
 	var hash uint64
 	if seriesErr == nil {
-		hash = s.seriesHash(l)
+		hash = s.seriesHash(key)
 	}
 	for {
 		s.mu.Lock()
@@ -160,7 +159,7 @@ func (s *Store) AddExemplar(l labels.Labels, e exemplar.Exemplar) error {
 		err := storage.ErrExemplarsDisabled
 		if s.lim.maxExemplars != 0 {
 			if err = seriesErr; err == nil {
-				victim, err = s.add(l, hash, &e) // never panics on input: bad input is an error
+				victim, err = s.add(l, key, hash, &e) // never panics on input: bad input is an error
 			}
 		}
 		// Whatever add did before it returned (aged exemplars dropped, evictions
@@ -181,16 +180,21 @@ func (s *Store) AddExemplar(l labels.Labels, e exemplar.Exemplar) error {
 
 // seriesHash keys the index, seeded per store so label sets crafted to
 // collide in the index cannot be precomputed.
-func (s *Store) seriesHash(l labels.Labels) uint64 { return hashSeriesLabels(s.seed, l) }
+func (s *Store) seriesHash(k seriesKey) uint64 { return hashSeriesKey(s.seed, k) }
+
+// keyBuffer is the stack space a series key takes before it needs the heap.
+const keyBuffer = 256
 
 // ValidateExemplar returns the error AddExemplar would return for the same
 // input now, or storage.ErrDuplicateExemplar where AddExemplar would store
 // nothing and return nil — exactly as Prometheus does. It changes nothing.
 func (s *Store) ValidateExemplar(l labels.Labels, e exemplar.Exemplar) error {
 	seriesErr := checkSeriesLabels(l)
+	var buf [keyBuffer]byte
+	key := newSeriesKey(l, buf[:0])
 	var hash uint64
 	if seriesErr == nil {
-		hash = s.seriesHash(l)
+		hash = s.seriesHash(key)
 	}
 	w := workPool.Get().(*work)
 	defer workPool.Put(w)
@@ -207,24 +211,24 @@ func (s *Store) ValidateExemplar(l labels.Labels, e exemplar.Exemplar) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.judge(w, s.lookup(hash, l, &w.series), l, &e, enc, newNames, false)
+	_, err = s.judge(w, s.lookup(hash, key), l, &e, enc, newNames, false)
 	return err
 }
 
 // add runs with s.mu held. A non-nil victim asks the caller to evict from that
 // store without holding s.mu and to call add again.
-func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim *Store, err error) {
+func (s *Store) add(l labels.Labels, key seriesKey, hash uint64, e *exemplar.Exemplar) (victim *Store, err error) {
 	w := &s.w
 	enc, newNames, err := encodeLabels(w.enc[:0], e.Labels, &s.syms)
 	w.enc = enc
 	if err != nil {
 		return nil, err
 	}
-	id, found := s.series.find(hash, l, &w.series)
+	id, found := s.series.find(hash, key)
 	var ser *series
 	if found {
 		ser = s.series.at(id)
-		if s.appendInOrder(l, hash, id, ser, e, enc, newNames) {
+		if s.appendInOrder(key, hash, id, ser, e, enc, newNames) {
 			return nil, nil
 		}
 	}
@@ -253,7 +257,7 @@ func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim 
 		s.syncBytes()
 	}
 	if s.seriesGen != serGen {
-		id, found = s.series.find(hash, l, &w.series)
+		id, found = s.series.find(hash, key)
 	}
 	// A series at MaxPerSeries makes room by dropping its own oldest.
 	if found && s.lim.maxPerSeries > 0 {
@@ -272,7 +276,7 @@ func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim 
 		// labels, a page): judged by the count from before, they evict another
 		// series' exemplar for room that is already there.
 		s.syncBytes()
-		a := addition{l: l, hash: hash, id: id, found: found, slots: slots, labelCost: -1, gen: serGen}
+		a := addition{l: l, key: key, hash: hash, id: id, found: found, slots: slots, labelCost: -1, gen: serGen}
 		if s.lim.maxBytes > 0 {
 			if err := s.makeRoom(&a); err != nil {
 				return nil, err
@@ -286,7 +290,7 @@ func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim 
 		}
 	}
 	if s.seriesGen != serGen {
-		id, found = s.series.find(hash, l, &w.series)
+		id, found = s.series.find(hash, key)
 		ser = nil
 		if found {
 			ser = s.series.at(id)
@@ -309,9 +313,9 @@ func (s *Store) add(l labels.Labels, hash uint64, e *exemplar.Exemplar) (victim 
 	return nil, nil
 }
 
-// lookup returns the series with labels l, or nil.
-func (s *Store) lookup(hash uint64, l labels.Labels, scratch *[]byte) *series {
-	if id, ok := s.series.find(hash, l, scratch); ok {
+// lookup returns the series with key k, or nil.
+func (s *Store) lookup(hash uint64, k seriesKey) *series {
+	if id, ok := s.series.find(hash, k); ok {
 		return s.series.at(id)
 	}
 	return nil
@@ -322,7 +326,7 @@ func (s *Store) lookup(hash uint64, l labels.Labels, scratch *[]byte) *series {
 // order, labels that fit inline, only the count limit set — with the same
 // outcome as the general path (the differential and model tests run both).
 // It reports whether it handled e.
-func (s *Store) appendInOrder(l labels.Labels, hash uint64, id uint32, ser *series, e *exemplar.Exemplar, enc []byte, newNames int) bool {
+func (s *Store) appendInOrder(key seriesKey, hash uint64, id uint32, ser *series, e *exemplar.Exemplar, enc []byte, newNames int) bool {
 	if newNames > 0 || len(enc) > inlineLabelBytes || s.lim.maxAgeMs > 0 || s.lim.maxPerSeries > 0 || s.lim.maxBytes > 0 || s.budget != nil {
 		return false
 	}
@@ -344,7 +348,7 @@ func (s *Store) appendInOrder(l labels.Labels, hash uint64, id uint32, ser *seri
 		s.removeExemplar(r.head, reasonCount)
 		if s.seriesGen != gen {
 			// Another series went and the table moved one into its id: maybe ours.
-			id, _ = s.series.find(hash, l, &s.w.series)
+			id, _ = s.series.find(hash, key)
 			ser = s.series.at(id)
 		}
 	}
@@ -368,6 +372,7 @@ func (s *Store) appendInOrder(l labels.Labels, hash uint64, id uint32, ser *seri
 // addition is an exemplar on its way in, between judging and inserting.
 type addition struct {
 	l         labels.Labels
+	key       seriesKey
 	hash      uint64
 	id        uint32 // its series, if found
 	found     bool
@@ -380,7 +385,7 @@ type addition struct {
 // (ids move when the table is kept dense).
 func (s *Store) refresh(a *addition) {
 	if s.seriesGen != a.gen {
-		a.id, a.found = s.series.find(a.hash, a.l, &s.w.series)
+		a.id, a.found = s.series.find(a.hash, a.key)
 		a.gen = s.seriesGen
 	}
 }

@@ -231,7 +231,7 @@ func TestSeriesLeavesTheIndexWithItsLastExemplar(t *testing.T) {
 	require.NoError(t, s.AddExemplar(l2, exemplar.Exemplar{Value: 2, Ts: 2}))
 	require.NoError(t, s.AddExemplar(l2, exemplar.Exemplar{Value: 3, Ts: 3}))
 
-	_, found := s.series.find(s.seriesHash(l1), l1, new([]byte))
+	_, found := s.series.find(s.seriesHash(newSeriesKey(l1, nil)), newSeriesKey(l1, nil))
 	require.False(t, found, "l1's last exemplar was evicted: it must be gone from the index")
 	require.Equal(t, int64(1), s.Stats().Series)
 
