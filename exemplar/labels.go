@@ -329,20 +329,19 @@ func newSymbolsCost(ls labels.Labels, syms *symbolTable) (cost int64) {
 	return cost
 }
 
-// labelDecoder turns packed exemplar labels back into labels.Labels. Strings
-// handed to the builder are never views of store memory: names come from the
-// immutable symbol table or are copied, values are copied into arena.
+// labelDecoder turns packed exemplar labels back into labels.Labels. What it
+// hands out is never a view of store memory: names come from the immutable
+// symbol table or are copied, values are copied or spelled out.
 type labelDecoder struct {
-	b     labels.ScratchBuilder
+	b     labels.ScratchBuilder // dedupelabels, and stringlabels without views
 	arena []byte
 	// slab holds the labels handed out, many sets to an allocation, where a
-	// labels.Labels is a slice (slicelabels); from is where the set being
-	// decoded starts.
+	// labels.Labels is a slice (slicelabels); text holds their text where a
+	// labels.Labels is that text (stringlabels). from is where the set being
+	// decoded starts in either.
 	slab []labels.Label
-	from int
-	// text holds the text of the label sets handed out, many to an
-	// allocation, where a labels.Labels is that text (stringlabels).
 	text []byte
+	from int
 }
 
 // arenaString appends n bytes produced by fill to the arena and returns them as

@@ -52,7 +52,7 @@ func seriesTableBytes(capacity int) int64 {
 
 func indexBytes(size int) int64 { return allocSize(int64(size)*4, false) }
 
-// find returns the id of the series with labels ls.
+// find returns the id of the series with key k.
 func (t *seriesTable) find(hash uint64, k seriesKey) (uint32, bool) {
 	if t.n == 0 {
 		return 0, false
