@@ -2,8 +2,10 @@ package ctxstream_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/leaksafe/leaksafe/ctxstream"
@@ -25,6 +27,33 @@ func (r *responses) Recv() (series, error) {
 	s := r.items[0]
 	r.items = r.items[1:]
 	return s, nil
+}
+
+// silentStore answers with its items, then goes silent: Recv blocks until Close releases it,
+// as a gRPC stream's Recv returns once its context is cancelled.
+type silentStore struct {
+	items    []int
+	released chan struct{}
+	once     sync.Once
+}
+
+func answeringThenSilent(items ...int) *silentStore {
+	return &silentStore{items: items, released: make(chan struct{})}
+}
+
+func (s *silentStore) Recv() (int, error) {
+	if len(s.items) > 0 {
+		v := s.items[0]
+		s.items = s.items[1:]
+		return v, nil
+	}
+	<-s.released
+	return 0, errors.New("stream released")
+}
+
+func (s *silentStore) Close() error {
+	s.once.Do(func() { close(s.released) })
+	return nil
 }
 
 func storeResponses(store string, labels ...string) *responses {
@@ -66,7 +95,7 @@ func ExampleMerge() {
 func ExampleLazy() {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	store := stallingAfter([]int{1, 2}) // answers twice, then blocks in Recv until released
+	store := answeringThenSilent(1, 2)
 	it := ctxstream.Lazy(ctx, store, ctxstream.WithCloser(func() error {
 		fmt.Println("source released")
 		return store.Close()
@@ -89,7 +118,7 @@ func ExampleLazy() {
 // A store that answers then goes silent: the per-Recv timeout (Thanos' store.response-timeout)
 // ends the stream, and its closer releases the stalled Recv.
 func ExampleWithRecvTimeout() {
-	stalled := stallingAfter([]int{1, 2})
+	stalled := answeringThenSilent(1, 2)
 	it := ctxstream.Eager(context.Background(), stalled,
 		ctxstream.WithCloser(stalled.Close), ctxstream.WithRecvTimeout(50*time.Millisecond))
 	defer it.Close()
