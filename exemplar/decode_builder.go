@@ -6,6 +6,8 @@ import "github.com/prometheus/prometheus/model/labels"
 
 // The decoder builds each label set with its ScratchBuilder.
 
+func newLabelDecoder() labelDecoder { return labelDecoder{b: labels.NewScratchBuilder(4)} }
+
 func (d *labelDecoder) reset() { d.b.Reset() }
 
 func (d *labelDecoder) add(name, value string) { d.b.Add(name, value) }

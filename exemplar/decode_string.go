@@ -21,6 +21,10 @@ import (
 
 const textBlock = 4096
 
+// newLabelDecoder returns a decoder whose builder, needed only without views,
+// is made on first use.
+func newLabelDecoder() labelDecoder { return labelDecoder{} }
+
 func (d *labelDecoder) reset() { d.from = len(d.text) }
 
 // room makes room for n more bytes of the set being decoded, moving its

@@ -346,8 +346,8 @@ type labelDecoder struct {
 
 // arenaString appends n bytes produced by fill to the arena and returns them as
 // a string. The arena is only ever appended to while strings point into it, so
-// those bytes never change; when the builder copies (stringlabels), the
-// caller may reset the arena after each Labels().
+// those bytes never change; where a set is copied when it is finished
+// (stringlabels, or a builder that copies), finish resets the arena.
 func (d *labelDecoder) arenaString(n int, fill func(dst []byte)) string {
 	if n == 0 {
 		return ""

@@ -38,6 +38,8 @@ func hashSeriesKey(seed maphash.Seed, k seriesKey) uint64 { return maphash.Bytes
 
 const slabLabels = 256
 
+func newLabelDecoder() labelDecoder { return labelDecoder{} } // its builder is not used
+
 func (d *labelDecoder) reset() { d.from = len(d.slab) }
 
 func (d *labelDecoder) add(name, value string) {

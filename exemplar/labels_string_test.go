@@ -4,6 +4,7 @@ package exemplar
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/prometheus/model/exemplar"
@@ -16,14 +17,24 @@ import (
 // Select builds every set with a ScratchBuilder: same answers, more
 // allocations.
 func TestSelectReturnsTheSameLabelsWithoutLabelViews(t *testing.T) {
+	// Not parallel: it switches the views off for the whole package.
 	require.True(t, viewLayoutHolds, "Prometheus v0.315.0's labels.Labels is its text")
 	s := mustNew(t, Options{MaxExemplars: 1000})
+	want := map[int64]labels.Labels{}
 	for i := range 1000 {
 		series := labels.FromStrings("__name__", "m", "instance", fmt.Sprintf("host-%d", i%37))
-		ex := traceID(i)
-		if i%3 == 0 {
+		var ex labels.Labels
+		switch i % 3 {
+		case 0:
 			ex = labels.FromStrings("trace_id", fmt.Sprint(i)) // short sets are kept as their text
+		case 1:
+			ex = traceID(i)
+		case 2:
+			// A name too long for a symbol, whose length takes four bytes in
+			// the labels' text: 270 bytes in 91 runes.
+			ex = labels.FromStrings(strings.Repeat("€", 90), fmt.Sprint(i))
 		}
+		want[int64(i)] = ex
 		require.NoError(t, s.AddExemplar(series, exemplar.Exemplar{Labels: ex, Value: float64(i), Ts: int64(i), HasTs: true}))
 	}
 	views := selectAll(t, s)
@@ -34,14 +45,23 @@ func TestSelectReturnsTheSameLabelsWithoutLabelViews(t *testing.T) {
 	built := selectAll(t, s)
 	builtAllocs := testing.AllocsPerRun(5, func() { selectAll(t, s) })
 
+	n := 0
 	require.Equal(t, len(built), len(views))
 	for i := range built {
 		require.Equal(t, built[i].SeriesLabels.String(), views[i].SeriesLabels.String())
 		require.Equal(t, len(built[i].Exemplars), len(views[i].Exemplars))
 		for j, e := range built[i].Exemplars {
-			require.True(t, sameExemplar(e, views[i].Exemplars[j]), "series %d exemplar %d: %v vs %v", i, j, e, views[i].Exemplars[j])
+			v := views[i].Exemplars[j]
+			require.True(t, sameExemplar(e, v), "series %d exemplar %d: %v vs %v", i, j, e, v)
+			w := want[v.Ts]
+			// Equal compares the text; String and Hash read it as labels.
+			require.True(t, labels.Equal(w, v.Labels), "exemplar at %d: %v, added as %v", v.Ts, v.Labels, w)
+			require.Equal(t, w.String(), v.Labels.String())
+			require.Equal(t, w.Hash(), v.Labels.Hash())
+			n++
 		}
 	}
+	require.Equal(t, 1000, n)
 	require.Less(t, viewAllocs, 100.0, "views: a few blocks, not a set per exemplar")
 	require.Greater(t, builtAllocs, 1000.0, "built: one set per exemplar")
 }

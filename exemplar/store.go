@@ -648,7 +648,7 @@ func (s *Store) equalsStored(w *work, sl *slot, pos uint32, e *exemplar.Exemplar
 // needed to order two exemplars with equal timestamp and value, so it may
 // allocate.
 func (s *Store) storedLabelsHash(w *work, pos uint32) uint64 {
-	d := labelDecoder{b: labels.NewScratchBuilder(4)}
+	d := newLabelDecoder()
 	ls, err := d.decode(s.ring.labelBytes(pos, &w.stored), &s.syms)
 	if err != nil {
 		panic(err) // a bug in this package, not bad input
@@ -1008,7 +1008,7 @@ func (s *Store) selectLocked(start, end int64, matchers [][]*labels.Matcher) []e
 	if len(hits) == 0 {
 		return ret
 	}
-	d := labelDecoder{b: labels.NewScratchBuilder(4)}
+	d := newLabelDecoder()
 	// Sort the hits, not the results, which are bigger to move; by labels
 	// decoded once each, not once per comparison.
 	for i := range hits {
@@ -1068,7 +1068,7 @@ func (s *Store) IterateExemplars(f func(seriesLabels labels.Labels, e exemplar.E
 	if s.lim.maxAgeMs > 0 && s.haveNewest {
 		cutoff = s.ageCutoff()
 	}
-	d := labelDecoder{b: labels.NewScratchBuilder(4)}
+	d := newLabelDecoder()
 	for p := r.head; p != r.tail; {
 		sl := r.at(p)
 		if sl.seriesID() != deadSeries && sl.ts >= cutoff {
