@@ -122,29 +122,33 @@ func BenchmarkAddExemplarOutOfOrder(b *testing.B) {
 			}
 		}},
 	}
-	outOfOrder := func(ts *int64, _ *labels.Labels) {
-		switch *ts % 3 {
+	// An order maps the i-th add to its timestamp and series. It returns them
+	// rather than writing through pointers: a pointer passed to a function
+	// value escapes, and the harness would allocate on every add.
+	outOfOrder := func(ts int64, l labels.Labels) (int64, labels.Labels) {
+		switch ts % 3 {
 		case 1:
-			*ts = capacity - *ts
+			ts = capacity - ts
 		case 2:
-			*ts = (capacity - *ts) + 100
+			ts = (capacity - ts) + 100
 		}
+		return ts, l
 	}
-	reverse := func(ts *int64, _ *labels.Labels) { *ts = capacity - *ts }
-	multi := func(f func(*int64, *labels.Labels)) func(*int64, *labels.Labels) {
-		return func(ts *int64, l *labels.Labels) {
-			f(ts, l)
-			*l = labels.FromStrings("service", strconv.Itoa(int(*ts)))
+	reverse := func(ts int64, l labels.Labels) (int64, labels.Labels) { return capacity - ts, l }
+	multi := func(f func(int64, labels.Labels) (int64, labels.Labels)) func(int64, labels.Labels) (int64, labels.Labels) {
+		return func(ts int64, l labels.Labels) (int64, labels.Labels) {
+			ts, _ = f(ts, l)
+			return ts, labels.FromStrings("service", strconv.Itoa(int(ts)))
 		}
 	}
 	orders := []struct {
 		name string
-		f    func(*int64, *labels.Labels)
+		f    func(int64, labels.Labels) (int64, labels.Labels)
 	}{
-		{"in-order", func(*int64, *labels.Labels) {}},
+		{"in-order", func(ts int64, l labels.Labels) (int64, labels.Labels) { return ts, l }},
 		{"reverse", reverse},
 		{"out-of-order", outOfOrder},
-		{"multi-in-order", multi(func(*int64, *labels.Labels) {})},
+		{"multi-in-order", multi(func(ts int64, l labels.Labels) (int64, labels.Labels) { return ts, l })},
 		{"multi-reverse", multi(reverse)},
 		{"multi-out-of-order", multi(outOfOrder)},
 	}
@@ -161,8 +165,8 @@ func BenchmarkAddExemplarOutOfOrder(b *testing.B) {
 						l := labels.FromStrings("service", "0")
 						b.StartTimer()
 						for i := range capacity {
-							ts := int64(i)
-							order.f(&ts, &l)
+							var ts int64
+							ts, l = order.f(int64(i), l)
 							if err := s.AddExemplar(l, exemplar.Exemplar{Value: float64(i), Ts: ts, Labels: l}); err != nil {
 								if !errors.Is(err, storage.ErrOutOfOrderExemplar) {
 									b.Fatal(err)
