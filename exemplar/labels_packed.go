@@ -17,9 +17,6 @@ import (
 
 type storedSeriesLabels string
 
-// builderCopiesStrings: ScratchBuilder.Labels keeps the strings it was given.
-const builderCopiesStrings = false
-
 func packedLen(ls labels.Labels) int {
 	n := 0
 	ls.Range(func(l labels.Label) {

@@ -16,9 +16,6 @@ import (
 
 type storedSeriesLabels = labels.Labels
 
-// builderCopiesStrings: ScratchBuilder.Labels copies what was added.
-const builderCopiesStrings = true
-
 // storeSeriesLabels returns a copy of ls that shares no memory with it, and
 // the heap bytes the copy holds.
 func storeSeriesLabels(ls labels.Labels) (storedSeriesLabels, int64) {
@@ -83,7 +80,8 @@ func appendSize(b []byte, n int) []byte {
 	return append(b, 255, byte(n), byte(n>>8), byte(n>>16))
 }
 
-func textField(t string, i int) (string, int) {
+// nextTextField reads the name or value at i of appendLabelText's text.
+func nextTextField(t string, i int) (string, int) {
 	n := int(t[i])
 	i++
 	if n == 255 {
@@ -93,15 +91,15 @@ func textField(t string, i int) (string, int) {
 	return t[i : i+n], i + n
 }
 
-// nextTextField reads the name or value at i of appendLabelText's text.
-func nextTextField(t string, i int) (string, int) { return textField(t, i) }
-
 // textLayoutHolds says Labels.Bytes is the text appendLabelText writes, as the
 // stringlabels build of Prometheus v0.315.0 writes it: Bytes is documented as
 // opaque, so a Prometheus upgrade that changes it makes this package build
 // the text label by label instead of misreading it.
-var textLayoutHolds = func() bool {
-	long := strings.Repeat("v", 300)
-	want := appendText(appendText(appendText(appendText(nil, "a"), long), "d"), "")
-	return string(labels.FromStrings("a", long, "d", "").Bytes(nil)) == string(want)
-}()
+var textLayoutHolds = string(probeLabels.Bytes(nil)) == probeText
+
+// probeLabels and probeText are one label set and its text as appendText
+// writes it: a long value (a four-byte length) and an empty one.
+var (
+	probeLabels = labels.FromStrings("a", strings.Repeat("v", 300), "d", "")
+	probeText   = string(appendText(appendText(appendText(appendText(nil, "a"), strings.Repeat("v", 300)), "d"), ""))
+)
