@@ -85,8 +85,9 @@ func labelsView(text string) labels.Labels {
 
 // viewLayoutHolds says a labels.Labels is its text and nothing else, as in the
 // stringlabels build of Prometheus v0.315.0, so labelsView makes the labels
-// that text describes. If an upgrade changes that, Select builds each set with
-// a ScratchBuilder instead (one allocation per set).
+// that text describes and encodeEach may read it in place. If an upgrade
+// changes that, Select builds each set with a ScratchBuilder instead (one
+// allocation per set) and encodeEach goes through Range.
 var viewLayoutHolds = func() bool {
 	if !textLayoutHolds || unsafe.Sizeof(labels.Labels{}) != unsafe.Sizeof("") {
 		return false

@@ -4,6 +4,7 @@ package exemplar
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -64,4 +65,44 @@ func TestSelectReturnsTheSameLabelsWithoutLabelViews(t *testing.T) {
 	require.Equal(t, 1000, n)
 	require.Less(t, viewAllocs, 100.0, "views: a few blocks, not a set per exemplar")
 	require.Greater(t, builtAllocs, 1000.0, "built: one set per exemplar")
+}
+
+// Where a labels.Labels is its text the encoder walks that text in place;
+// otherwise it goes through Range. Both must write the same bytes, or a store
+// would see one exemplar as two after a Prometheus upgrade.
+func TestEncodingWalksTheTextAsRangeReadsIt(t *testing.T) {
+	// Not parallel: it switches the views off for the whole package.
+	require.True(t, viewLayoutHolds, "Prometheus v0.315.0's labels.Labels is its text")
+	t.Cleanup(func() { viewLayoutHolds = true })
+	rng := rand.New(rand.NewPCG(1, 2))
+	field := func() string {
+		switch rng.IntN(5) {
+		case 0:
+			return ""
+		case 1:
+			return fmt.Sprintf("%032x", rng.Uint64()) // hex-packed
+		case 2:
+			return strings.Repeat("€", 85+rng.IntN(10)) // a four-byte length in the text
+		case 3:
+			return "trace_id"
+		default:
+			return fmt.Sprintf("%x", rng.Uint32()>>rng.IntN(32)) // odd and even lengths
+		}
+	}
+	var syms symbolTable
+	syms.add("trace_id")
+	for range 2000 {
+		b := labels.NewScratchBuilder(4)
+		for range rng.IntN(5) {
+			b.Add(field(), field())
+		}
+		ls := b.Labels() // unsorted, duplicate names: the encoder takes what it is given
+		viewLayoutHolds = true
+		walked, walkedNew, walkedErr := encodeLabels(nil, ls, &syms)
+		viewLayoutHolds = false
+		ranged, rangedNew, rangedErr := encodeLabels(nil, ls, &syms)
+		require.Equal(t, rangedErr, walkedErr, "%v", ls)
+		require.Equal(t, rangedNew, walkedNew, "%v", ls)
+		require.Equal(t, ranged, walked, "%v", ls)
+	}
 }
