@@ -89,7 +89,9 @@ func storedLabels(s storedSeriesLabels, d *labelDecoder) labels.Labels {
 }
 
 // encodeEach feeds e the labels of ls in order.
-func encodeEach(e *labelEncoder, ls labels.Labels) { ls.Range(func(l labels.Label) { e.add(l.Name, l.Value) }) }
+func encodeEach(e *labelEncoder, ls labels.Labels) {
+	ls.Range(func(l labels.Label) { e.add(l.Name, l.Value) })
+}
 
 // seriesLabelCost is what storeSeriesLabels(ls) would hold.
 func seriesLabelCost(ls labels.Labels) int64 { return allocSize(int64(packedLen(ls)), false) }
