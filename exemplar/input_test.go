@@ -2,6 +2,7 @@ package exemplar
 
 import (
 	"encoding/hex"
+	"fmt"
 	"math"
 	"runtime"
 	"strings"
@@ -364,5 +365,29 @@ func TestShortLabelSetsAreKeptAsTheirText(t *testing.T) {
 	for _, bad := range []string{"\xff\x01a", "\xff\x01a\x05bc", "\xff\x03ab"} {
 		_, err := d.decode([]byte(bad), &syms)
 		require.ErrorIs(t, err, errCorrupt, "%q", bad)
+	}
+}
+
+// The symbol table answers the first name from an inline copy and the rest
+// from its list and hash table: every name must get the id it was given, and
+// no other name any id.
+func TestSymbolLookupFindsExactlyTheInternedNames(t *testing.T) {
+	for _, first := range []string{"", "trace_id", strings.Repeat("x", maxSymbolLen)} {
+		var syms symbolTable
+		ids := map[string]uint8{}
+		names := []string{first, "trace_i", "trace_id\x00", "span_id", strings.Repeat("x", maxSymbolLen-1)}
+		for i := range maxSymbols + 10 {
+			names = append(names, fmt.Sprintf("n%d", i))
+		}
+		for _, n := range names {
+			if syms.add(n) > 0 {
+				ids[n] = uint8(len(syms.names))
+			}
+		}
+		require.Equal(t, uint8(1), ids[first])
+		require.Len(t, ids, maxSymbols)
+		for _, n := range append(names, "x", "trace_idx", "", strings.Repeat("x", maxSymbolLen+1)) {
+			require.Equal(t, ids[n], syms.lookup(n), "%q after %q", n, first)
+		}
 	}
 }
