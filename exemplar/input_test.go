@@ -391,3 +391,36 @@ func TestSymbolLookupFindsExactlyTheInternedNames(t *testing.T) {
 		}
 	}
 }
+
+// decodeHexBlocks (SSE2 on amd64, Go elsewhere and with -tags purego) must
+// judge and decode every byte value in every position as the table does,
+// with the other block valid or not.
+func TestDecodeHexBlocksAgreesWithTheDigitTable(t *testing.T) {
+	const digits = "0123456789abcdef"
+	for c := 0; c < 256; c++ {
+		for pos := 0; pos < 32; pos++ {
+			for _, otherBad := range []bool{false, true} {
+				src := []byte(digits + digits)
+				if otherBad {
+					src[(pos+16)%32] = 'A'
+				}
+				src[pos] = byte(c)
+				var got [16]byte
+				ok := decodeHexBlocks(&got[0], &src[0], 2)
+				var want [16]byte
+				wantOK := true
+				for i := range want {
+					hi, lo := hexValue[src[2*i]], hexValue[src[2*i+1]]
+					wantOK = wantOK && hi|lo <= 15
+					want[i] = hi<<4 | lo
+				}
+				require.Equal(t, wantOK, ok, "%q", src)
+				if ok {
+					require.Equal(t, want, got, "%q", src)
+				}
+			}
+		}
+	}
+	var out [8]byte
+	require.True(t, decodeHexBlocks(&out[0], unsafe.StringData("x"), 0), "no blocks: nothing to refuse")
+}

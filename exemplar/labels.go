@@ -153,8 +153,9 @@ var hexValue = func() (t [256]byte) {
 }()
 
 // appendValue encodes a label value: lowercase hex of even length as the
-// bytes it spells, anything else as is. One pass: decode optimistically and
-// fall back to raw bytes at the first non-hex digit.
+// bytes it spells, anything else as is. One pass: decode optimistically (16
+// digits a block, then 8, then pairs) and fall back to raw bytes if a digit
+// was not lowercase hex.
 func appendValue(dst []byte, v string) []byte {
 	n := len(v)
 	if n >= 2 && n%2 == 0 {
@@ -165,9 +166,13 @@ func appendValue(dst []byte, v string) []byte {
 		out := dst[start:]
 		src := v
 		var bad byte
-		// Eight digits a round, checked and combined in a word: a trace id
-		// is four rounds (a digit pair at a time was most of its encoding).
-		for len(src) >= 8 {
+		if blocks := n / 16; blocks > 0 {
+			if !decodeHexBlocks(&out[0], unsafe.StringData(src), blocks) {
+				bad = 0xff
+			}
+			src, out = src[16*blocks:], out[8*blocks:]
+		}
+		for bad == 0 && len(src) >= 8 {
 			w, ok := decodeHex8(binary.LittleEndian.Uint64(unsafe.Slice(unsafe.StringData(src), 8)))
 			if !ok {
 				bad = 0xff
