@@ -319,6 +319,15 @@ func encodeLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int,
 	if enc, ok := appendShortText(dst, ls); ok {
 		return enc, 0, nil // at most maxTextBytes runes: within Prometheus' limit
 	}
+	if enc, ok := appendHexIDs(dst, ls, syms); ok {
+		return enc, 0, nil
+	}
+	return encodeAnyLabels(dst, ls, syms)
+}
+
+// encodeAnyLabels is encodeLabels for a set that is neither short text nor
+// only hex ids.
+func encodeAnyLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int, error) {
 	// Pack right away when the plain encoding probably does not fit (a
 	// trace id) and learn its plain length in the same pass: then a trace id
 	// is encoded once. A wrong guess costs a second pass, never the result.
