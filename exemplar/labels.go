@@ -325,6 +325,31 @@ func encodeLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int,
 	return encodeAnyLabels(dst, ls, syms)
 }
 
+// appendHexIDs (each build walks its labels its own way) is encodeLabels'
+// answer, without the general walk, for the commonest exemplars: trace and
+// span ids (W3C: 32 and 16 lowercase hex digits). It takes a set whose every
+// name is a symbol and every value 16, 32 or 48 lowercase hex digits, and
+// whose plain encoding would not fit inline; for it, encodeAnyLabels would
+// write the same bytes. appendHexID encodes one of its labels; hexIDsFit
+// judges the whole set: plainLen is its plain encoding's length and
+// textBytes the bytes of its names and values (runes are counted only past
+// Prometheus' limit in bytes).
+func appendHexID(dst []byte, name, value string, syms *symbolTable) ([]byte, bool) {
+	n := len(value)
+	id := syms.lookup(name)
+	if id == 0 || n == 0 || n%16 != 0 || n > 48 {
+		return dst, false
+	}
+	dst = append(dst, id, byte(n<<1|1)) // n<<1|1 < 0x80: one uvarint byte
+	k := len(dst)
+	dst = slices.Grow(dst, n/2)[:k+n/2]
+	return dst, decodeHexBlocks(&dst[k], unsafe.StringData(value), n/16)
+}
+
+func hexIDsFit(plainLen, textBytes int) bool {
+	return plainLen > inlineLabelBytes && textBytes <= exemplar.ExemplarMaxLabelSetLength
+}
+
 // encodeAnyLabels is encodeLabels for a set that is neither short text nor
 // only hex ids.
 func encodeAnyLabels(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, int, error) {

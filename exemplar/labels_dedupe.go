@@ -42,3 +42,7 @@ var errDiffer = errors.New("labels differ")
 func hashSeriesKey(seed maphash.Seed, k seriesKey) uint64 {
 	return maphash.Comparable(seed, k.Hash())
 }
+
+// appendHexIDs leaves every set to the general walk: labels here are symbol
+// references that Range resolves.
+func appendHexIDs(dst []byte, _ labels.Labels, _ *symbolTable) ([]byte, bool) { return dst, false }

@@ -93,9 +93,6 @@ func encodeEach(e *labelEncoder, ls labels.Labels) {
 	ls.Range(func(l labels.Label) { e.add(l.Name, l.Value) })
 }
 
-// appendHexIDs is a shortcut of the default build only.
-func appendHexIDs(dst []byte, _ labels.Labels, _ *symbolTable) ([]byte, bool) { return dst, false }
-
 // seriesLabelCost is what storeSeriesLabels(ls) would hold.
 func seriesLabelCost(ls labels.Labels) int64 { return allocSize(int64(packedLen(ls)), false) }
 

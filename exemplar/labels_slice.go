@@ -32,6 +32,21 @@ func storedEqual(s storedSeriesLabels, k seriesKey) bool { return string(k) == s
 // CPU has it).
 func hashSeriesKey(seed maphash.Seed, k seriesKey) uint64 { return maphash.Bytes(seed, k) }
 
+func appendHexIDs(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, bool) {
+	at, plain, text := len(dst), 0, 0
+	for _, l := range ls {
+		var ok bool
+		if dst, ok = appendHexID(dst, l.Name, l.Value, syms); !ok {
+			return dst[:at], false
+		}
+		plain, text = plain+2+len(l.Value), text+len(l.Name)+len(l.Value)
+	}
+	if !hexIDsFit(plain, text) {
+		return dst[:at], false
+	}
+	return dst, true
+}
+
 // The decoder hands out label sets as pieces of one slab: Select returned a
 // []labels.Label allocation per exemplar (10,000 in a query over 1,000
 // series), which Prometheus, handing out the caller's own labels, does not.

@@ -6,9 +6,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"strings"
-	"unsafe"
 
-	"github.com/prometheus/prometheus/model/exemplar"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -55,43 +53,24 @@ func encodeEach(e *labelEncoder, ls labels.Labels) {
 	}
 }
 
-// appendHexIDs is encodeLabels' answer, without its general walk, for the
-// commonest exemplars: trace and span ids (W3C: 32 and 16 lowercase hex
-// digits), every name a symbol, every value 16, 32 or 48 hex digits, and the
-// plain encoding too long to fit inline. ok is false for any other set, which
-// encodeAnyLabels then encodes; for these it would write the same bytes.
-func appendHexIDs(dst []byte, ls labels.Labels, syms *symbolTable) (_ []byte, ok bool) {
+func appendHexIDs(dst []byte, ls labels.Labels, syms *symbolTable) ([]byte, bool) {
 	if !viewLayoutHolds {
 		return dst, false
 	}
 	t := labelsText(ls)
-	if len(t) > exemplar.ExemplarMaxLabelSetLength {
-		return dst, false // long enough that runes need counting
-	}
-	at, plain := len(dst), 0
+	at, plain, text := len(dst), 0, 0
 	for i := 0; i < len(t); {
-		nameLen := int(t[i])
-		if nameLen == 255 || len(t)-i-1-nameLen < 1 {
+		var name, value string
+		name, i = nextTextField(t, i)
+		value, i = nextTextField(t, i)
+		var ok bool
+		if dst, ok = appendHexID(dst, name, value, syms); !ok {
 			return dst[:at], false
 		}
-		id := syms.lookup(t[i+1 : i+1+nameLen])
-		i += 1 + nameLen
-		n := int(t[i])
-		if id == 0 || n == 0 || n%16 != 0 || n > 48 || len(t)-i-1 < n {
-			return dst[:at], false
-		}
-		i++
-		dst = append(dst, id, byte(n<<1|1)) // n<<1|1 < 0x80: one uvarint byte
-		k := len(dst)
-		dst = slices.Grow(dst, n/2)[:k+n/2]
-		if !decodeHexBlocks(&dst[k], unsafe.StringData(t[i:]), n/16) {
-			return dst[:at], false
-		}
-		i += n
-		plain += 2 + n
+		plain, text = plain+2+len(value), text+len(name)+len(value)
 	}
-	if plain <= inlineLabelBytes {
-		return dst[:at], false // kept plain
+	if !hexIDsFit(plain, text) {
+		return dst[:at], false
 	}
 	return dst, true
 }
