@@ -105,7 +105,8 @@
 // with 100,000, series included; Prometheus' store holds 115-127
 // (stringlabels) and 139-152 (slicelabels) for the same data. The price of
 // the small slot is a hex-packing pass over each trace id as it is added
-// and a spelling-out as Select returns it. See BENCHMARKS.md.
+// (SSE2 on amd64; -tags purego, or another architecture, does it in Go) and
+// a spelling-out as Select returns it. See BENCHMARKS.md.
 //
 // # Limits of this package
 //
