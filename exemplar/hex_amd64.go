@@ -9,3 +9,9 @@ package exemplar
 //
 //go:noescape
 func decodeHexBlocks(dst, src *byte, blocks int) (valid bool)
+
+// encodeHexBlocks writes the lowercase hex of blocks×16 bytes at src to
+// blocks×32 bytes at dst: Select spells out every packed trace id.
+//
+//go:noescape
+func encodeHexBlocks(dst, src *byte, blocks int)

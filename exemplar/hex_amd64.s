@@ -63,6 +63,54 @@ done:
 	SETEQ    valid+24(FP)
 	RET
 
+// func encodeHexBlocks(dst, src *byte, blocks int)
+//
+// Per 16 bytes: split each into its high and low nibble, interleave them
+// (high first), and make each nibble v a digit: v + '0', plus 'a'-'0'-10
+// where v > 9.
+TEXT ·encodeHexBlocks(SB), NOSPLIT, $0-24
+	MOVQ  dst+0(FP), DI
+	MOVQ  src+8(FP), SI
+	MOVQ  blocks+16(FP), CX
+	MOVOU hexConsts<>+0x70(SB), X8  // 0x0f
+	MOVOU hexConsts<>+0x80(SB), X9  // 9
+	MOVOU hexConsts<>+0x40(SB), X10 // 'a'-'0'-10
+	MOVOU hexConsts<>+0x50(SB), X11 // '0'
+
+encodeLoop:
+	TESTQ CX, CX
+	JZ    encodeDone
+	MOVOU (SI), X0
+
+	MOVO      X0, X1
+	PSRLW     $4, X1
+	PAND      X8, X1 // high nibbles
+	PAND      X8, X0 // low nibbles
+	MOVO      X1, X2
+	PUNPCKLBW X0, X2 // digits of bytes 0-7
+	PUNPCKHBW X0, X1 // digits of bytes 8-15
+
+	MOVO    X2, X3
+	PCMPGTB X9, X3
+	PAND    X10, X3
+	PADDB   X11, X2
+	PADDB   X3, X2
+	MOVO    X1, X4
+	PCMPGTB X9, X4
+	PAND    X10, X4
+	PADDB   X11, X1
+	PADDB   X4, X1
+	MOVOU   X2, (DI)
+	MOVOU   X1, 16(DI)
+
+	ADDQ $16, SI
+	ADDQ $32, DI
+	DECQ CX
+	JMP  encodeLoop
+
+encodeDone:
+	RET
+
 DATA hexConsts<>+0x00(SB)/8, $0x2f2f2f2f2f2f2f2f
 DATA hexConsts<>+0x08(SB)/8, $0x2f2f2f2f2f2f2f2f
 DATA hexConsts<>+0x10(SB)/8, $0x3a3a3a3a3a3a3a3a
@@ -77,4 +125,8 @@ DATA hexConsts<>+0x50(SB)/8, $0x3030303030303030
 DATA hexConsts<>+0x58(SB)/8, $0x3030303030303030
 DATA hexConsts<>+0x60(SB)/8, $0x00ff00ff00ff00ff
 DATA hexConsts<>+0x68(SB)/8, $0x00ff00ff00ff00ff
-GLOBL hexConsts<>(SB), RODATA|NOPTR, $0x70
+DATA hexConsts<>+0x70(SB)/8, $0x0f0f0f0f0f0f0f0f
+DATA hexConsts<>+0x78(SB)/8, $0x0f0f0f0f0f0f0f0f
+DATA hexConsts<>+0x80(SB)/8, $0x0909090909090909
+DATA hexConsts<>+0x88(SB)/8, $0x0909090909090909
+GLOBL hexConsts<>(SB), RODATA|NOPTR, $0x90

@@ -20,3 +20,13 @@ func decodeHexBlocks(dst, src *byte, blocks int) (valid bool) {
 	}
 	return !bad
 }
+
+// encodeHexBlocks writes the lowercase hex of blocks×16 bytes at src to
+// blocks×32 bytes at dst.
+func encodeHexBlocks(dst, src *byte, blocks int) {
+	in, out := unsafe.Slice(src, 16*blocks), unsafe.Slice(dst, 32*blocks)
+	for len(in) >= 4 {
+		binary.LittleEndian.PutUint64(out, encodeHex4(binary.LittleEndian.Uint32(in)))
+		in, out = in[4:], out[8:]
+	}
+}

@@ -321,6 +321,17 @@ func TestEncodeHexAgreesWithTheDigitTable(t *testing.T) {
 		encodeHex(dst, src[:n])
 		require.Equal(t, hex.EncodeToString(src[:n]), string(dst))
 	}
+	// encodeHexBlocks (SSE2 on amd64): every byte value in every position.
+	for c := range 256 {
+		for pos := range 32 {
+			src := []byte("\x00\x01\x09\x0a\x0f\x10\x90\x99\xa0\xaf\xf0\xfa\xff\x7f\x80\x5a" +
+				"\xff\xfe\x55\xaa\x00\x11\x22\x33\x44\x66\x77\x88\xbb\xcc\xdd\xee")
+			src[pos] = byte(c)
+			dst := make([]byte, 64)
+			encodeHexBlocks(&dst[0], &src[0], 2)
+			require.Equal(t, hex.EncodeToString(src), string(dst))
+		}
+	}
 }
 
 // A set whose plain text fits maxTextBytes is kept as that text (one copy);

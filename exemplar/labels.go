@@ -198,9 +198,14 @@ func appendValue(dst []byte, v string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// encodeHex writes the lowercase hex of src to dst (2*len(src) bytes), four
-// bytes a round in a word: Select spells out every packed trace id.
+// encodeHex writes the lowercase hex of src to dst (2*len(src) bytes), 16
+// bytes a block, then four a round in a word: Select spells out every
+// packed trace id.
 func encodeHex(dst, src []byte) {
+	if blocks := min(len(src)/16, len(dst)/32); blocks > 0 {
+		encodeHexBlocks(&dst[0], &src[0], blocks)
+		src, dst = src[16*blocks:], dst[32*blocks:]
+	}
 	for len(src) >= 4 && len(dst) >= 8 {
 		binary.LittleEndian.PutUint64(dst, encodeHex4(binary.LittleEndian.Uint32(src)))
 		src, dst = src[4:], dst[8:]
